@@ -61,3 +61,11 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def short_vod(media_dir: Path) -> Path:
     """A 40 s video with loud bursts at 12-16 s and 30-33 s."""
     return make_media(media_dir / "short vod.mp4", 40, loud_spans=((12, 16), (30, 33)))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight best_model.pt in the published format (inference-notebook names)."""
+    from model_fixtures import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "best_model.pt")
