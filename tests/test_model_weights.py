@@ -140,7 +140,7 @@ def test_url_weights_are_verified_by_hash(http_dir, checkpoint, tmp_path, monkey
     assert not list((tmp_path / "cache" / "weights").glob(".part-*"))
 
 
-def test_published_checkpoint_is_verified_by_git_blob_id(http_dir, checkpoint, tmp_path, monkeypatch):
+def test_published_checkpoint_is_verified_by_blob_id(http_dir, checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("HIGHLIGHTSENSE_CACHE", str(tmp_path / "cache"))
     root, base = http_dir
     (root / "best_model.pt").write_bytes(checkpoint.read_bytes())
