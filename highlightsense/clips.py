@@ -1,0 +1,187 @@
+"""Cutting the chosen highlights out of the original file as standalone clips.
+
+Each clip is one ffmpeg run, several in parallel. A clip is written under a hidden temporary
+name and renamed once complete, so a file with a final name is always a whole clip.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from .errors import Cancelled, MediaError, ToolError
+from .media import MediaInfo, ffmpeg_path, input_args, run_tool, tool_reason
+
+VIDEO_PRESET = "veryfast"  # x264 speed/size trade-off: clips are short, speed matters more
+VIDEO_CRF = 20  # x264 constant rate factor: visually transparent for game footage
+AUDIO_BITRATE = "160k"  # bit/s of the AAC track
+MAX_WORKERS = 4  # parallel ffmpeg runs; each one already uses several threads
+CUT_TIMEOUT = 60.0  # s allowed per clip, plus
+CUT_TIMEOUT_PER_SECOND = 10.0  # s allowed per second of clip (a slow CPU encoding 1080p)
+POLL_INTERVAL = 0.1  # s between checks of cancel() while clips are being cut
+
+
+def clip_names(count: int, extension: str) -> list[str]:
+    """``highlight_01.mp4`` … by rank; more digits once there are more than 99 clips."""
+    width = max(2, len(str(count)))
+    return [f"highlight_{rank:0{width}d}{extension}" for rank in range(1, count + 1)]
+
+
+def clamp_spans(spans: Sequence[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """Spans (start_s, end_s) limited to [0, duration]; one left empty is a caller's bug."""
+    clamped = []
+    for start, end in spans:
+        first, last = (min(max(t, 0.0), duration) for t in (start, end))
+        if last <= first:
+            raise ValueError(f"span {start}-{end} s is empty within the {duration:.3f} s recording")
+        clamped.append((first, last))
+    return clamped
+
+
+def cut_command(
+    info: MediaInfo,
+    span: tuple[float, float],
+    target: Path,
+    *,
+    copy: bool = False,
+    stream: int = 0,
+) -> list[str]:
+    """The ffmpeg command that writes ``span`` of the source to ``target`` (mp4 container)."""
+    start, end = span
+    cmd = [
+        ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+        # Seeking on the input is fast, and frame-accurate when re-encoding: ffmpeg decodes from
+        # the keyframe before start and drops what precedes it. With copy it snaps to a keyframe.
+        "-ss", f"{start:.3f}", *input_args(info), "-t", f"{end - start:.3f}",
+    ]  # fmt: skip
+    if info.has_video:
+        cmd += ["-map", "0:V:0"]  # capital V: a real picture stream, never cover art
+    cmd += ["-map", f"0:{info.audio_streams[stream].index}", "-sn", "-dn"]
+    if copy:
+        cmd += ["-c", "copy", "-avoid_negative_ts", "make_zero"]
+    else:
+        if info.has_video:
+            cmd += [
+                "-c:v", "libx264", "-preset", VIDEO_PRESET, "-crf", str(VIDEO_CRF),
+                "-pix_fmt", "yuv420p",  # what every browser and phone plays
+            ]  # fmt: skip
+        cmd += ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
+    # faststart puts the index first, so a browser can play a clip before it has all of it.
+    return [*cmd, "-movflags", "+faststart", "-f", "mp4", f"file:{target}"]
+
+
+def _cut_one(
+    info: MediaInfo,
+    span: tuple[float, float],
+    target: Path,
+    copy: bool,
+    stream: int,
+    stop: threading.Event,
+) -> Path:
+    """Cut one clip to a temporary name beside ``target``, then rename it into place."""
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+
+    def check_stop() -> None:
+        if stop.is_set():
+            raise Cancelled("cutting clips was cancelled")
+
+    timeout = CUT_TIMEOUT + CUT_TIMEOUT_PER_SECOND * (span[1] - span[0])
+    try:
+        run_tool(
+            cut_command(info, span, partial, copy=copy, stream=stream),
+            timeout=timeout,
+            cancel=check_stop,
+        )
+        os.replace(partial, target)
+    except ToolError as err:
+        advice = (
+            "cut it again without stream copy"
+            if copy
+            else "the recording may be damaged, try re-exporting it"
+        )
+        raise MediaError(
+            f"could not cut {target.name} from `{info.path.name}` "
+            f"({tool_reason(err, info.path)}); {advice}."
+        ) from err
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _check_names(names: Sequence[str], count: int) -> None:
+    if len(names) != count:
+        raise ValueError(f"got {len(names)} names for {count} spans")
+    if len(set(names)) != count:
+        raise ValueError("clip names must be unique")
+    for name in names:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"clip name {name!r} must be a plain, visible file name")
+
+
+def cut_clips(
+    info: MediaInfo,
+    spans: Sequence[tuple[float, float]],
+    out_dir: Path,
+    *,
+    copy: bool = False,
+    workers: int | None = None,
+    cancel: Callable[[], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    names: Sequence[str] | None = None,
+    stream: int = 0,
+) -> list[Path]:
+    """Cut each span (start_s, end_s) of the source into its own clip in ``out_dir``.
+
+    ``spans`` are in rank order and clamped to the recording. Clips are re-encoded to H.264 +
+    AAC (frame-accurate), or with ``copy`` stream-copied (fast, but they start at the keyframe
+    before each span). Audio-only sources give ``.m4a`` clips. ``stream`` picks the audio track
+    (0 = the first). Returns the clip paths in rank order.
+
+    ``cancel`` and ``progress(fraction, message)`` are called on this thread; whatever either
+    raises stops every ffmpeg run and removes partial files. Clips finished before that stay.
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    spans = clamp_spans(spans, info.duration)
+    extension = ".mp4" if info.has_video else ".m4a"
+    names = clip_names(len(spans), extension) if names is None else list(names)
+    _check_names(names, len(spans))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [out_dir / name for name in names]
+    if not spans:
+        return targets
+    if progress is not None:
+        progress(0.0, f"cutting {len(spans)} clips")
+
+    stop = threading.Event()
+    with ThreadPoolExecutor(
+        max_workers=workers or min(MAX_WORKERS, os.cpu_count() or 1),
+        thread_name_prefix="cut",
+    ) as pool:
+        futures = [
+            pool.submit(_cut_one, info, span, target, copy, stream, stop)
+            for span, target in zip(spans, targets, strict=True)
+        ]
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, POLL_INTERVAL, FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # the first failure stops the rest
+                if cancel is not None:
+                    cancel()
+                if finished and progress is not None:
+                    done = len(futures) - len(pending)
+                    progress(done / len(futures), f"cut {done} of {len(futures)} clips")
+        except BaseException:
+            # Queued clips never start; running ones see `stop` within POLL_INTERVAL and kill
+            # their ffmpeg. Leaving the `with` waits for them, so their partial files are gone.
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+    return targets
