@@ -1,0 +1,629 @@
+"""Separation: the stereo mix → the streamer's voice and the game's sound, with Demucs.
+
+The voice is Demucs' ``vocals`` source and the game is the sum of all the others, which is what
+``demucs --two-stems vocals --other-method add`` writes. :func:`separate_stream` reproduces
+``demucs.api.Separator(model, shifts=0, overlap=0.25, split=True).separate_tensor`` (same
+normalisation, segment grid, padding, cross-fade weights, bag averaging), but on a stream of
+chunks, so a multi-hour VOD never has to sit in memory: it holds only the samples of the segments
+in flight and yields each region as soon as no later segment can touch it.
+
+Checkpoints are loaded without ever unpickling code: ``.th`` files go through
+``torch.load(weights_only=True)`` with only the Demucs model classes allowed, and
+``.safetensors`` files have their model class checked against the same list before use.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from demucs.apply import BagOfModels
+from demucs.demucs import Demucs
+from demucs.hdemucs import HDemucs
+from demucs.htdemucs import HTDemucs
+from demucs.states import load_model
+from demucs.utils import center_trim
+from safetensors import safe_open
+from torch import nn
+
+from highlightsense.errors import MediaError, SeparatorError, SettingsError
+
+DEFAULT_MODEL = "htdemucs"
+VOICE_SOURCE = "vocals"  # the Demucs source that holds the streamer
+OVERLAP = 0.25  # fraction of a segment shared with the next one (Demucs' default)
+TRANSITION_POWER = 1.0  # exponent of the triangular cross-fade (Demucs' default: linear)
+STD_EPS = 1e-8  # added to the mix std before dividing, as demucs.api does
+PRECISIONS = ("fp32", "bf16")
+HASH_BLOCK = 2**20  # bytes read at a time when checking a checkpoint's sha256
+
+# The only classes a checkpoint may name: anything else could run code when built.
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    f"{klass.__module__}.{klass.__name__}": klass for klass in (HTDemucs, HDemucs, Demucs)
+}
+# What a genuine `demucs.states.serialize_model` package unpickles besides tensors and
+# containers: the model class itself and Fraction (HTDemucs' `segment`).
+SAFE_GLOBALS: list[Any] = [*MODEL_CLASSES.values(), Fraction]
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Separator:
+    """A Demucs model loaded once, ready for :func:`separate_stream`."""
+
+    model: nn.Module  # a demucs BagOfModels or a single HTDemucs / HDemucs / Demucs, eval mode
+    samplerate: int  # Hz
+    audio_channels: int
+    sources: tuple[str, ...]  # e.g. ("drums", "bass", "other", "vocals")
+    segment: Fraction | float  # s, length of one Demucs segment
+    device: torch.device  # where the model's weights live
+    identity: str  # name, repo and a hash of the weights: a cache key for separated stems
+
+
+def load_separator(
+    name: str = DEFAULT_MODEL, repo: Path | None = None, device: str = "cpu"
+) -> Separator:
+    """Load the Demucs model `name` (cached per process for each (name, repo, device)).
+
+    With ``repo=None`` Demucs' own loader fetches it from the Hugging Face Hub (then its cache);
+    with ``repo=DIR`` it comes from a local Demucs model folder: ``<sig>.th`` or
+    ``<sig>-<sha256 prefix>.th`` or ``<sig>.safetensors`` model files and ``<name>.yaml`` bags.
+    """
+    resolved = None if repo is None else Path(repo).expanduser().resolve()
+    return _load_separator(name, resolved, str(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_separator(name: str, repo: Path | None, device: str) -> Separator:
+    model = _load_from_hub(name) if repo is None else _load_from_repo(name, repo)
+    model.eval()
+    if VOICE_SOURCE not in model.sources:
+        raise SeparatorError(
+            f"The Demucs model '{name}' has no '{VOICE_SOURCE}' source (it has "
+            f"{', '.join(model.sources)}): pick a model that separates vocals, such as htdemucs."
+        )
+    segments = {member.segment for member, _ in _members(model)}
+    if len(segments) != 1:
+        raise SeparatorError(
+            f"The Demucs bag '{name}' mixes models with different segment lengths "
+            f"({sorted(segments)} s): use a bag whose models share one segment, such as htdemucs."
+        )
+    source = "hub" if repo is None else str(repo)
+    identity = f"{name}@{source}#{_fingerprint(model)}"
+    model.to(device)
+    return Separator(
+        model=model,
+        samplerate=int(model.samplerate),
+        audio_channels=int(model.audio_channels),
+        sources=tuple(model.sources),
+        segment=segments.pop(),
+        device=torch.device(device),
+        identity=identity,
+    )
+
+
+def _load_from_hub(name: str) -> nn.Module:
+    if "/" in name or name.startswith("hf://"):
+        # demucs.hf imports whatever class a third-party export names: refuse rather than trust.
+        raise SeparatorError(
+            f"Refusing to fetch '{name}' from a third-party Hub repository: download it and pass "
+            "--separator-repo DIR with the folder holding its .yaml and .safetensors files."
+        )
+    from demucs.pretrained import get_model
+
+    try:
+        return get_model(name)
+    # demucs.utils.fatal calls sys.exit for some failures (e.g. a model that needs diffq).
+    except (Exception, SystemExit) as exc:
+        raise SeparatorError(
+            f"Could not load the Demucs model '{name}' from the Hugging Face Hub or its cache "
+            f"({_first_line(exc)}): go online once so Demucs can cache it, or pass "
+            "--separator-repo DIR with a local Demucs model folder."
+        ) from exc
+
+
+def _load_from_repo(name: str, repo: Path) -> nn.Module:
+    """Resolve `name` the way Demucs' AnyModelRepo does: a model signature, else a bag."""
+    if not repo.is_dir():
+        raise SeparatorError(
+            f"The Demucs model folder {repo} does not exist: pass --separator-repo a folder "
+            "holding <name>.yaml and its model files."
+        )
+    models = _scan_models(repo)
+    if name in models:
+        return _load_member(*models[name])
+    bags = {file.stem: file for file in repo.iterdir() if file.suffix == ".yaml"}
+    if name not in bags:
+        known = ", ".join(sorted([*bags, *models])) or "nothing"
+        raise SeparatorError(
+            f"There is no Demucs model '{name}' in {repo} (it holds: {known}): "
+            "pick one of those names or another folder."
+        )
+    try:
+        bag = yaml.safe_load(bags[name].read_text())
+        signatures = list(bag["models"])
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise SeparatorError(
+            f"{bags[name]} is not a Demucs bag ({_first_line(exc)}): it needs a 'models:' list "
+            "of model signatures, with optional 'weights:' and 'segment:'."
+        ) from exc
+    missing = [sig for sig in signatures if sig not in models]
+    if missing:
+        raise SeparatorError(
+            f"The Demucs bag {bags[name]} names models missing from {repo} "
+            f"({', '.join(map(str, missing))}): copy their .th or .safetensors files there."
+        )
+    members = [_load_member(*models[sig]) for sig in signatures]
+    try:
+        return BagOfModels(members, bag.get("weights"), bag.get("segment"))
+    # BagOfModels checks that its models and weights fit together with asserts.
+    except AssertionError as exc:
+        raise SeparatorError(
+            f"The models of the Demucs bag {bags[name]} do not fit together (sources, sample "
+            "rate, channels or number of weights differ): fix its 'models:' and 'weights:'."
+        ) from exc
+
+
+def _scan_models(repo: Path) -> dict[str, tuple[Path, str | None]]:
+    """Model files by signature, with their sha256 prefix when the name carries one."""
+    models: dict[str, tuple[Path, str | None]] = {}
+    for file in sorted(repo.iterdir()):
+        if file.suffix not in (".th", ".safetensors"):
+            continue
+        signature, checksum = file.stem, None
+        # Same naming rule as demucs.repo.LocalRepo: `<sig>-<checksum>.th`.
+        if file.suffix == ".th" and "-" in file.stem:
+            signature, checksum = file.stem.rsplit("-", 1)
+        if signature in models:
+            raise SeparatorError(
+                f"{repo} holds two model files for the signature '{signature}' "
+                f"({models[signature][0].name} and {file.name}): delete all but one."
+            )
+        models[signature] = (file, checksum)
+    return models
+
+
+def _load_member(file: Path, checksum: str | None) -> nn.Module:
+    if checksum is not None:
+        _check_checksum(file, checksum)
+    package = _read_safetensors(file) if file.suffix == ".safetensors" else _read_th(file)
+    if package["state"].get("__quantized"):
+        raise SeparatorError(
+            f"{file} is a quantized (diffq) Demucs model, which is not supported: "
+            "use a full-precision model such as htdemucs."
+        )
+    try:
+        return load_model(package)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise SeparatorError(
+            f"The weights in {file} do not fit their Demucs model ({_first_line(exc)}): "
+            "the file is damaged or was exported by another Demucs version; export it again."
+        ) from exc
+
+
+def _check_checksum(file: Path, checksum: str) -> None:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        while block := stream.read(HASH_BLOCK):
+            digest.update(block)
+    actual = digest.hexdigest()[: len(checksum)]
+    if actual != checksum:
+        raise SeparatorError(
+            f"{file} is damaged: its sha256 starts with {actual}, its name says {checksum}; "
+            "download or export it again."
+        )
+
+
+def _read_th(file: Path) -> dict[str, Any]:
+    """A `demucs.states.serialize_model` package, unpickled without running any code."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            package = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for damaged or hostile files
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        reason = (
+            f"it asks to import {unsafe.group(1)}, which is not a Demucs model class"
+            if unsafe
+            else f"it cannot be read ({_first_line(exc)})"
+        )
+        raise SeparatorError(
+            f"Refused to load {file}: {reason}; use a genuine Demucs checkpoint or its "
+            ".safetensors export."
+        ) from exc
+    if not (
+        isinstance(package, dict)
+        and package.get("klass") in MODEL_CLASSES.values()
+        and isinstance(package.get("args"), list | tuple)
+        and isinstance(package.get("kwargs"), dict)
+        and isinstance(package.get("state"), dict)
+    ):
+        raise SeparatorError(
+            f"{file} is not a Demucs model package (klass, args, kwargs, state of an "
+            f"{' / '.join(MODEL_CLASSES)}): use a genuine Demucs checkpoint."
+        )
+    return package
+
+
+def _read_safetensors(file: Path) -> dict[str, Any]:
+    """A model in the Hugging Face export format of demucs.hf, as a load_model package."""
+    try:
+        with safe_open(str(file), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+            klass = MODEL_CLASSES.get(metadata.get("klass", ""))
+            if klass is None:
+                raise SeparatorError(
+                    f"Refused to load {file}: its model class "
+                    f"{metadata.get('klass', '(none)')!r} is not a Demucs model class; "
+                    "use a genuine Demucs export."
+                )
+            if "structure" in metadata:
+                raise SeparatorError(
+                    f"{file} is a quantized (diffq) Demucs model, which is not supported: "
+                    "use a full-precision model such as htdemucs."
+                )
+            state = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not iterable)
+        args = _decode_json(json.loads(metadata["args"]))
+        kwargs = _decode_json(json.loads(metadata["kwargs"]))
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise SeparatorError(
+            f"{file} is not a readable Demucs .safetensors export ({_first_line(exc)}): "
+            "download or export it again."
+        ) from exc
+    return {"klass": klass, "args": args, "kwargs": kwargs, "state": state}
+
+
+def _decode_json(value: Any) -> Any:
+    """Undo demucs' json encoding of init arguments, where fractions are tagged dicts."""
+    if isinstance(value, dict):
+        if value.get("_type") == "fraction":
+            return Fraction(value["numerator"], value["denominator"])
+        return {key: _decode_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode_json(item) for item in value]
+    return value
+
+
+def _members(model: nn.Module) -> list[tuple[nn.Module, list[float]]]:
+    """(model, per-source weight) for each model of a bag; a single model weighs 1."""
+    if isinstance(model, BagOfModels):
+        return list(zip(model.models, model.weights, strict=True))
+    return [(model, [1.0] * len(model.sources))]
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """Hash of everything that shapes the output: classes, segments, bag weights, weights."""
+    digest = hashlib.sha256()
+    for member, weights in _members(model):
+        digest.update(f"{type(member).__name__}|{member.segment}|{weights}".encode())
+        for key, tensor in member.state_dict().items():
+            digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest.update(raw.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _as_chunk(chunk: np.ndarray | torch.Tensor, channels: int | None = None) -> torch.Tensor:
+    """chunk: (C, n) array or tensor → (C, n) float32 CPU tensor."""
+    if isinstance(chunk, np.ndarray):
+        # torch.from_numpy warns on read-only arrays (e.g. np.frombuffer over ffmpeg's output).
+        chunk = torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy())
+    if chunk.ndim != 2 or (channels is not None and chunk.shape[0] != channels):
+        raise ValueError(f"audio chunks must be ({channels or 'C'}, n), got {tuple(chunk.shape)}")
+    return chunk.to(device="cpu", dtype=torch.float32)
+
+
+def mix_stats(chunks: Iterable[np.ndarray | torch.Tensor]) -> tuple[float, float]:
+    """Mean and std of the mono mix of the whole track, as demucs.api normalises with.
+
+    chunks: consecutive (C, n) float32 pieces of the track. Returns ``(mean, std + 1e-8)``,
+    ready for :func:`separate_stream`: ``ref = wav.mean(0); ref.mean(), ref.std() + 1e-8``.
+    Accumulated in float64 with Chan's parallel update, so any chunking gives the same numbers.
+    """
+    count, mean, m2 = 0, 0.0, 0.0
+    for chunk in chunks:
+        # Channel mean in float32 first, exactly like demucs' `wav.mean(0)`.
+        mono = _as_chunk(chunk).mean(0).double()  # (n,)
+        n = mono.numel()
+        if n == 0:
+            continue
+        chunk_mean = mono.mean().item()
+        chunk_m2 = ((mono - chunk_mean) ** 2).sum().item()
+        delta = chunk_mean - mean
+        total = count + n
+        mean += delta * n / total
+        m2 += chunk_m2 + delta * delta * count * n / total
+        count = total
+    if count == 0:
+        raise MediaError("The audio stream is empty: use a file with an audio track.")
+    # torch's unbiased std is NaN for one sample; a constant track has no spread either.
+    std = math.sqrt(m2 / (count - 1)) if count > 1 else 0.0
+    return mean, std + STD_EPS
+
+
+class _Window(NamedTuple):
+    """One model call of Demucs' split: `TensorChunk(mix, offset, segment).padded(target)`."""
+
+    offset: int  # first output sample
+    length: int  # output samples, ≤ one segment (shorter at the end of the track)
+    start: int  # first input sample fed to the model; < 0 means zero padding
+    stop: int  # one past the last input sample fed; > total means zero padding
+
+
+def _windows(model: nn.Module, total: int, segment_length: int) -> list[_Window]:
+    """Demucs' segment grid for one model over a track of `total` samples."""
+    stride = int((1 - OVERLAP) * segment_length)
+    windows = []
+    for offset in range(0, total, stride):
+        length = min(segment_length, total - offset)
+        # apply_model's rule: HTDemucs always sees a full segment, older models their
+        # valid_length; the padding is centred and takes real context from around the chunk.
+        if isinstance(model, HTDemucs):
+            target = segment_length
+        elif hasattr(model, "valid_length"):
+            target = model.valid_length(length)
+        else:
+            target = length
+        start = offset - (target - length) // 2
+        windows.append(_Window(offset, length, start, start + target))
+    return windows
+
+
+class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
+    """The consecutive (voice (2, m), game (2, m)) float32 CPU pieces of one separation.
+
+    Made by :func:`separate_stream`. ``max_input_held`` and ``max_output_held`` report the most
+    samples (per channel) it ever held in its input buffer and its overlap-add accumulator.
+    """
+
+    def __init__(
+        self,
+        separator: Separator,
+        chunks: Iterable[np.ndarray | torch.Tensor],
+        *,
+        total_samples: int,
+        mean: float,
+        std: float,
+        batch_size: int,
+        precision: str,
+        cancel: Callable[[], None] | None,
+        progress: Progress | None,
+    ) -> None:
+        self.separator = separator
+        self.total = total_samples
+        self.batch_size = batch_size
+        self.autocast = precision == "bf16"
+        self.cancel = cancel
+        self.progress = progress
+        self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.std = torch.tensor(std, dtype=torch.float32)
+        self.members = _members(separator.model)
+        self.segment_length = int(separator.samplerate * separator.segment)  # samples
+        self.windows = [_windows(m, self.total, self.segment_length) for m, _ in self.members]
+        self.max_input_held = 0
+        self.max_output_held = 0
+        self._chunks = iter(chunks)
+        self._pieces = self._run()
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(self._pieces)
+
+    def _run(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.separator.device
+        channels = self.separator.audio_channels
+        sources = len(self.separator.sources)
+        weight = _crossfade(self.segment_length, device)  # (segment_length,)
+        source_weights = torch.tensor(
+            [w for _, w in self.members], dtype=torch.float32, device=device
+        )[..., None, None]  # (models, S, 1, 1)
+        totals = source_weights.sum(0)  # (S, 1, 1)
+        vocals = self.separator.sources.index(VOICE_SOURCE)
+        mean, std = self.mean.to(device), self.std.to(device)
+        # Earliest input sample any window from index k on still needs (all models).
+        count = len(self.windows[0])
+        keep_from = [min(ws[k].start for ws in self.windows) for k in range(count)] + [self.total]
+        for k in range(count - 2, -1, -1):
+            keep_from[k] = min(keep_from[k], keep_from[k + 1])
+
+        inputs = torch.zeros(channels, 0)  # (C, n): normalised mix from input_start on
+        input_start = 0
+        # Overlap-add sums from out_start on: one (S, C, n) per model, weights shared.
+        sums = [torch.zeros(sources, channels, 0, device=device) for _ in self.members]
+        weight_sum = torch.zeros(0, device=device)
+        out_start = 0
+        k = 0
+        while k < count:
+            batch = self._next_batch(k)
+            needed = min(self.total, max(ws[j].stop for ws in self.windows for j in batch))
+            inputs = self._read_until(inputs, input_start, needed)
+            self.max_input_held = max(self.max_input_held, inputs.shape[-1])
+            if self.cancel is not None:
+                self.cancel()
+
+            # Offsets and lengths are the same for every model; only the padding differs.
+            grid = self.windows[0]
+            out_end = max(grid[j].offset + grid[j].length for j in batch)
+            sums = [_grow(s, out_end - out_start) for s in sums]
+            weight_sum = _grow(weight_sum, out_end - out_start)
+            for (model, _), windows, acc in zip(self.members, self.windows, sums, strict=True):
+                mix = torch.stack(
+                    [_padded(inputs, input_start, windows[j], self.total) for j in batch]
+                )  # (B, C, target)
+                out = self._forward(model, mix.to(device))  # (B, S, C, target)
+                for row, j in enumerate(batch):
+                    at, length = grid[j].offset - out_start, grid[j].length
+                    acc[..., at : at + length] += weight[:length] * center_trim(out[row], length)
+            for j in batch:
+                at, length = grid[j].offset - out_start, grid[j].length
+                weight_sum[at : at + length] += weight[:length]
+            self.max_output_held = max(self.max_output_held, weight_sum.shape[-1])
+
+            k = batch[-1] + 1
+            # No window from k on starts before this, so everything before it is final.
+            final = grid[k].offset if k < count else self.total
+            n = final - out_start
+            estimate: torch.Tensor | float = 0.0
+            for acc, w in zip(sums, source_weights, strict=True):
+                estimate = estimate + acc[..., :n] / weight_sum[:n] * w
+            estimate = estimate / totals * std + mean
+            game = torch.zeros_like(estimate[vocals])
+            for index in range(sources):
+                if index != vocals:
+                    game += estimate[index]
+            sums = [s[..., n:] for s in sums]
+            weight_sum = weight_sum[n:]
+            out_start = final
+            drop = max(keep_from[k], input_start) - input_start
+            inputs = inputs[:, drop:]
+            input_start += drop
+            if self.progress is not None:
+                self.progress(final / self.total, "Separating the voice from the game sound")
+            yield estimate[vocals].float().cpu(), game.float().cpu()
+
+        self._check_exhausted()
+
+    def _next_batch(self, k: int) -> list[int]:
+        """Indices of up to batch_size windows from k whose model inputs share one length."""
+
+        def size(j: int) -> tuple[int, ...]:
+            return tuple(ws[j].stop - ws[j].start for ws in self.windows)
+
+        batch = [k]
+        while (
+            len(batch) < self.batch_size
+            and batch[-1] + 1 < len(self.windows[0])
+            and size(batch[-1] + 1) == size(k)
+        ):
+            batch.append(batch[-1] + 1)
+        return batch
+
+    def _read_until(self, inputs: torch.Tensor, input_start: int, needed: int) -> torch.Tensor:
+        """Pull chunks until the buffer reaches sample `needed`; returns the (C, n) buffer."""
+        pieces = [inputs]
+        received = input_start + inputs.shape[-1]
+        while received < needed:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise self._length_error(received)
+            chunk = _as_chunk(chunk, self.separator.audio_channels)
+            received += chunk.shape[-1]
+            if received > self.total:
+                raise self._length_error(received)
+            # Same elementwise op as demucs.api's `(wav - mean) / std` on the whole track.
+            pieces.append((chunk - self.mean) / self.std)
+        return torch.cat(pieces, dim=-1) if len(pieces) > 1 else inputs
+
+    def _check_exhausted(self) -> None:
+        extra = sum(_as_chunk(chunk).shape[-1] for chunk in self._chunks)
+        if extra:
+            raise self._length_error(self.total + extra)
+
+    def _length_error(self, received: int) -> MediaError:
+        return MediaError(
+            f"The audio stream held {'at least ' if received > self.total else ''}{received} "
+            f"samples where {self.total} were expected: the file changed while it was read "
+            "or decodes differently each time; copy it to a local file and try again."
+        )
+
+    def _forward(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
+        """mix: (B, C, target) on the model's device → (B, S, C, target) float32."""
+        device_type = self.separator.device.type
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.autocast),
+        ):
+            return model(mix).float()
+
+
+def _crossfade(segment_length: int, device: torch.device) -> torch.Tensor:
+    """Demucs' triangular overlap-add weight, peak 1 in the middle: (segment_length,)."""
+    ramp = torch.cat(
+        [
+            torch.arange(1, segment_length // 2 + 1, device=device),
+            torch.arange(segment_length - segment_length // 2, 0, -1, device=device),
+        ]
+    )
+    return (ramp / ramp.max()) ** TRANSITION_POWER
+
+
+def _padded(inputs: torch.Tensor, input_start: int, window: _Window, total: int) -> torch.Tensor:
+    """The model input of one window, as TensorChunk.padded builds it: (C, stop - start).
+
+    inputs: (C, n) normalised mix starting at sample `input_start` of a `total`-sample track.
+    """
+    first, last = max(window.start, 0), min(window.stop, total)
+    piece = inputs[:, first - input_start : last - input_start]
+    return F.pad(piece, (first - window.start, window.stop - last))
+
+
+def _grow(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-extend the last dimension to `length`; a fresh copy, so dropped heads are freed."""
+    grown = tensor.new_zeros((*tensor.shape[:-1], length))
+    grown[..., : tensor.shape[-1]] = tensor
+    return grown
+
+
+def separate_stream(
+    separator: Separator,
+    chunks: Iterable[np.ndarray | torch.Tensor],
+    *,
+    total_samples: int,
+    mean: float,
+    std: float,
+    device: str | torch.device | None = None,
+    batch_size: int = 1,
+    precision: str = "fp32",
+    cancel: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> StemStream:
+    """Split a stream of the stereo mix into the voice and the game, as Demucs would.
+
+    chunks: consecutive (2, n) float32 pieces of the mix at ``separator.samplerate``, any n,
+    ``total_samples`` in all. mean, std: from :func:`mix_stats` over the same track.
+    Yields consecutive (voice (2, m), game (2, m)) float32 CPU tensors, ``total_samples`` in all:
+    voice = the ``vocals`` source, game = the sum of the others. Equal (float rounding aside) to
+    ``demucs.api.Separator(model, shifts=0, overlap=0.25, split=True).separate_tensor`` on the
+    whole track. ``batch_size`` segments go through the model per call (faster on GPUs);
+    ``precision="bf16"`` runs it under bfloat16 autocast. ``cancel()`` is called before each
+    model call (it raises to stop); ``progress(fraction, message)`` after each.
+    """
+    if device is not None and torch.device(device) != separator.device:
+        raise SettingsError(
+            f"The separator was loaded on {separator.device} but asked to run on {device}: "
+            f"load it with load_separator(..., device={str(device)!r})."
+        )
+    if batch_size < 1:
+        raise SettingsError(f"The separation batch size must be at least 1, not {batch_size}.")
+    if precision not in PRECISIONS:
+        raise SettingsError(
+            f"The separation precision must be one of {', '.join(PRECISIONS)}, not {precision!r}."
+        )
+    if total_samples < 1:
+        raise MediaError("The audio stream is empty: use a file with an audio track.")
+    return StemStream(
+        separator,
+        chunks,
+        total_samples=total_samples,
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        precision=precision,
+        cancel=cancel,
+        progress=progress,
+    )
