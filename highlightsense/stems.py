@@ -25,6 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import demucs.pretrained
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from demucs.hdemucs import HDemucs
 from demucs.htdemucs import HTDemucs
 from demucs.states import load_model
 from demucs.utils import center_trim
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from highlightsense.errors import MediaError, SeparatorError, SettingsError
@@ -121,10 +122,8 @@ def _load_from_hub(name: str) -> nn.Module:
             f"Refusing to fetch '{name}' from a third-party Hub repository: download it and pass "
             "--separator-repo DIR with the folder holding its .yaml and .safetensors files."
         )
-    from demucs.pretrained import get_model
-
     try:
-        return get_model(name)
+        return demucs.pretrained.get_model(name)
     # demucs.utils.fatal calls sys.exit for some failures (e.g. a model that needs diffq).
     except (Exception, SystemExit) as exc:
         raise SeparatorError(
@@ -276,7 +275,7 @@ def _read_safetensors(file: Path) -> dict[str, Any]:
             state = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not iterable)
         args = _decode_json(json.loads(metadata["args"]))
         kwargs = _decode_json(json.loads(metadata["kwargs"]))
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, SafetensorError) as exc:
         raise SeparatorError(
             f"{file} is not a readable Demucs .safetensors export ({_first_line(exc)}): "
             "download or export it again."
@@ -405,17 +404,18 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         cancel: Callable[[], None] | None,
         progress: Progress | None,
     ) -> None:
-        self.separator = separator
-        self.total = total_samples
-        self.batch_size = batch_size
-        self.autocast = precision == "bf16"
-        self.cancel = cancel
-        self.progress = progress
-        self.mean = torch.tensor(mean, dtype=torch.float32)
-        self.std = torch.tensor(std, dtype=torch.float32)
-        self.members = _members(separator.model)
-        self.segment_length = int(separator.samplerate * separator.segment)  # samples
-        self.windows = [_windows(m, self.total, self.segment_length) for m, _ in self.members]
+        self._separator = separator
+        self._total = total_samples
+        self._batch_size = batch_size
+        self._autocast = precision == "bf16"
+        self._cancel = cancel
+        self._progress = progress
+        self._mean = torch.tensor(mean, dtype=torch.float32)
+        self._std = torch.tensor(std, dtype=torch.float32)
+        self._models = _members(separator.model)
+        self._source_weights = torch.tensor([w for _, w in self._models])[..., None, None]
+        self._segment_length = int(separator.samplerate * separator.segment)  # samples
+        self._windows = [_windows(m, self._total, self._segment_length) for m, _ in self._models]
         self.max_input_held = 0
         self.max_output_held = 0
         self._chunks = iter(chunks)
@@ -425,45 +425,40 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         return next(self._pieces)
 
     def _run(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.separator.device
-        channels = self.separator.audio_channels
-        sources = len(self.separator.sources)
-        weight = _crossfade(self.segment_length, device)  # (segment_length,)
-        source_weights = torch.tensor(
-            [w for _, w in self.members], dtype=torch.float32, device=device
-        )[..., None, None]  # (models, S, 1, 1)
-        totals = source_weights.sum(0)  # (S, 1, 1)
-        vocals = self.separator.sources.index(VOICE_SOURCE)
-        mean, std = self.mean.to(device), self.std.to(device)
-        # Earliest input sample any window from index k on still needs (all models).
-        count = len(self.windows[0])
-        keep_from = [min(ws[k].start for ws in self.windows) for k in range(count)] + [self.total]
+        device = self._separator.device
+        channels = self._separator.audio_channels
+        sources = len(self._separator.sources)
+        weight = _crossfade(self._segment_length, device)  # (segment_length,)
+        # Offsets and lengths are the same for every model of a bag; only the padding differs.
+        grid = self._windows[0]
+        count = len(grid)
+        # keep_from[k]: earliest input sample that any window from index k on still reads.
+        keep_from = [min(ws[k].start for ws in self._windows) for k in range(count)] + [self._total]
         for k in range(count - 2, -1, -1):
             keep_from[k] = min(keep_from[k], keep_from[k + 1])
 
         inputs = torch.zeros(channels, 0)  # (C, n): normalised mix from input_start on
         input_start = 0
         # Overlap-add sums from out_start on: one (S, C, n) per model, weights shared.
-        sums = [torch.zeros(sources, channels, 0, device=device) for _ in self.members]
-        weight_sum = torch.zeros(0, device=device)
+        sums = [torch.zeros(sources, channels, 0, device=device) for _ in self._models]
+        weight_sum = torch.zeros(0, device=device)  # (n,)
         out_start = 0
         k = 0
         while k < count:
             batch = self._next_batch(k)
-            needed = min(self.total, max(ws[j].stop for ws in self.windows for j in batch))
+            needed = min(self._total, max(ws[j].stop for ws in self._windows for j in batch))
             inputs = self._read_until(inputs, input_start, needed)
             self.max_input_held = max(self.max_input_held, inputs.shape[-1])
-            if self.cancel is not None:
-                self.cancel()
+            if self._cancel is not None:
+                self._cancel()
 
-            # Offsets and lengths are the same for every model; only the padding differs.
-            grid = self.windows[0]
             out_end = max(grid[j].offset + grid[j].length for j in batch)
             sums = [_grow(s, out_end - out_start) for s in sums]
             weight_sum = _grow(weight_sum, out_end - out_start)
-            for (model, _), windows, acc in zip(self.members, self.windows, sums, strict=True):
+            self.max_output_held = max(self.max_output_held, weight_sum.shape[-1])
+            for (model, _), windows, acc in zip(self._models, self._windows, sums, strict=True):
                 mix = torch.stack(
-                    [_padded(inputs, input_start, windows[j], self.total) for j in batch]
+                    [_padded(inputs, input_start, windows[j], self._total) for j in batch]
                 )  # (B, C, target)
                 out = self._forward(model, mix.to(device))  # (B, S, C, target)
                 for row, j in enumerate(batch):
@@ -472,42 +467,55 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             for j in batch:
                 at, length = grid[j].offset - out_start, grid[j].length
                 weight_sum[at : at + length] += weight[:length]
-            self.max_output_held = max(self.max_output_held, weight_sum.shape[-1])
 
             k = batch[-1] + 1
             # No window from k on starts before this, so everything before it is final.
-            final = grid[k].offset if k < count else self.total
+            final = grid[k].offset if k < count else self._total
             n = final - out_start
-            estimate: torch.Tensor | float = 0.0
-            for acc, w in zip(sums, source_weights, strict=True):
-                estimate = estimate + acc[..., :n] / weight_sum[:n] * w
-            estimate = estimate / totals * std + mean
-            game = torch.zeros_like(estimate[vocals])
-            for index in range(sources):
-                if index != vocals:
-                    game += estimate[index]
-            sums = [s[..., n:] for s in sums]
+            voice, game = self._two_stems([acc[..., :n] for acc in sums], weight_sum[:n])
+            sums = [acc[..., n:] for acc in sums]
             weight_sum = weight_sum[n:]
             out_start = final
             drop = max(keep_from[k], input_start) - input_start
             inputs = inputs[:, drop:]
             input_start += drop
-            if self.progress is not None:
-                self.progress(final / self.total, "Separating the voice from the game sound")
-            yield estimate[vocals].float().cpu(), game.float().cpu()
+            if self._progress is not None:
+                self._progress(final / self._total, "Separating the voice from the game sound")
+            yield voice, game
 
         self._check_exhausted()
+
+    def _two_stems(
+        self, sums: list[torch.Tensor], weight_sum: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Finished overlap-add sums (S, C, n) per model → (voice (C, n), game (C, n)) on CPU.
+
+        The same operations in the same order as apply_model's bag averaging, separate_tensor's
+        de-normalisation and the CLI's ``--other-method add``.
+        """
+        device = weight_sum.device
+        source_weights = self._source_weights.to(device)  # (models, S, 1, 1)
+        estimate: torch.Tensor | float = 0.0
+        for acc, weights in zip(sums, source_weights, strict=True):
+            estimate = estimate + acc / weight_sum * weights
+        estimate = estimate / source_weights.sum(0) * self._std.to(device) + self._mean.to(device)
+        vocals = self._separator.sources.index(VOICE_SOURCE)
+        game = torch.zeros_like(estimate[vocals])
+        for index, source in enumerate(estimate):
+            if index != vocals:
+                game += source
+        return estimate[vocals].to("cpu", copy=True), game.cpu()
 
     def _next_batch(self, k: int) -> list[int]:
         """Indices of up to batch_size windows from k whose model inputs share one length."""
 
         def size(j: int) -> tuple[int, ...]:
-            return tuple(ws[j].stop - ws[j].start for ws in self.windows)
+            return tuple(ws[j].stop - ws[j].start for ws in self._windows)
 
         batch = [k]
         while (
-            len(batch) < self.batch_size
-            and batch[-1] + 1 < len(self.windows[0])
+            len(batch) < self._batch_size
+            and batch[-1] + 1 < len(self._windows[0])
             and size(batch[-1] + 1) == size(k)
         ):
             batch.append(batch[-1] + 1)
@@ -521,32 +529,32 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             chunk = next(self._chunks, None)
             if chunk is None:
                 raise self._length_error(received)
-            chunk = _as_chunk(chunk, self.separator.audio_channels)
+            chunk = _as_chunk(chunk, self._separator.audio_channels)
             received += chunk.shape[-1]
-            if received > self.total:
+            if received > self._total:
                 raise self._length_error(received)
             # Same elementwise op as demucs.api's `(wav - mean) / std` on the whole track.
-            pieces.append((chunk - self.mean) / self.std)
+            pieces.append((chunk - self._mean) / self._std)
         return torch.cat(pieces, dim=-1) if len(pieces) > 1 else inputs
 
     def _check_exhausted(self) -> None:
         extra = sum(_as_chunk(chunk).shape[-1] for chunk in self._chunks)
         if extra:
-            raise self._length_error(self.total + extra)
+            raise self._length_error(self._total + extra)
 
     def _length_error(self, received: int) -> MediaError:
         return MediaError(
-            f"The audio stream held {'at least ' if received > self.total else ''}{received} "
-            f"samples where {self.total} were expected: the file changed while it was read "
+            f"The audio stream held {'at least ' if received > self._total else ''}{received} "
+            f"samples where {self._total} were expected: the file changed while it was read "
             "or decodes differently each time; copy it to a local file and try again."
         )
 
     def _forward(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
         """mix: (B, C, target) on the model's device → (B, S, C, target) float32."""
-        device_type = self.separator.device.type
+        device_type = self._separator.device.type
         with (
             torch.no_grad(),
-            torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.autocast),
+            torch.autocast(device_type, dtype=torch.bfloat16, enabled=self._autocast),
         ):
             return model(mix).float()
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 from demucs.demucs import Demucs
 from demucs.hdemucs import HDemucs
+from demucs.htdemucs import HTDemucs
 from demucs.states import save_with_checksum
 from demucs_fixtures import (
     SOURCES,
@@ -117,7 +118,7 @@ def test_loads_local_repo_once(tiny_repo: tuple[Path, str], tiny: stems.Separato
     assert tiny.identity.startswith(f"{name}@{repo.resolve()}#")
     # A single model file can be named by its signature, as with `demucs -n <sig>`.
     single = stems.load_separator(TINY_SIGNATURE, repo)
-    assert isinstance(single.model, stems.HTDemucs)
+    assert isinstance(single.model, HTDemucs)
     assert single.identity.split("#")[1] == tiny.identity.split("#")[1]
 
 
@@ -165,6 +166,12 @@ def test_refuses_safetensors_naming_another_class(tiny: stems.Separator, tmp_pat
     save_safetensors_export(tiny.model.models[0], tmp_path / "evil.safetensors", "os.system")
     with pytest.raises(SeparatorError, match="'os.system' is not a Demucs model class"):
         stems.load_separator("evil", tmp_path)
+
+
+def test_damaged_safetensors_is_a_separator_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SeparatorError, match="not a readable Demucs .safetensors"):
+        stems.load_separator("broken", tmp_path)
 
 
 def test_checks_the_checksum_in_the_name(tiny_repo: tuple[Path, str], tmp_path: Path) -> None:
