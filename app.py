@@ -696,7 +696,7 @@ def toggle_pickiness(picky_by: str) -> tuple:
 
 # --- the page ------------------------------------------------------------------------------
 
-INTRO = """# 🎮 HighlightSense
+INTRO = """# HighlightSense
 Find the best moments of a long game stream. Upload the recording (or paste a Twitch VOD or
 YouTube link) and press **Find highlights**: the streamer's voice is separated from the game's
 sound, a model listens to both, and the most exciting moments come back as clips."""
@@ -774,10 +774,14 @@ def build_app() -> gr.Blocks:
                         label="How to cut the clips",
                     )
             with gr.Column(scale=3):
-                status = gr.Markdown()
-                plot = gr.Plot(label="Highlight probability over the VOD")
+                status = gr.Markdown(elem_id="status")
+                plot = gr.Plot(label="Highlight probability over the VOD", elem_id="score-plot")
         gallery = gr.Gallery(
-            label="Your highlights", columns=3, height="auto", object_fit="contain"
+            label="Your highlights (click one to play it)",
+            columns=3,
+            fit_columns=False,
+            object_fit="contain",
+            elem_id="highlights-gallery",
         )
         with gr.Row():
             table = gr.Dataframe(
@@ -786,15 +790,16 @@ def build_app() -> gr.Blocks:
                 label="Highlights (select a row to look at it)",
                 interactive=False,
                 scale=3,
+                elem_id="highlights-table",
             )
             downloads = gr.File(label="Downloads", file_count="multiple", scale=2)
         gr.Markdown("### Why this clip?")
         with gr.Row():
             with gr.Column(scale=2):
                 picker = gr.Dropdown(label="Clip", choices=[], allow_custom_value=True)
-                clip_video = gr.Video(label="Clip", interactive=False)
+                clip_video = gr.Video(label="Clip", interactive=False, elem_id="clip-player")
                 clip_audio = gr.Audio(label="Clip", interactive=False, visible=False)
-            why = gr.Plot(label="What the model listened to", scale=3)
+            why = gr.Plot(label="What the model listened to", scale=3, elem_id="why-plot")
 
         tuning = [top_n, picky_by, percentile, threshold, gap, pad_before, pad_after, cut]
         view = [status, plot, gallery, table, downloads, picker]
