@@ -407,7 +407,7 @@ def example_vod() -> Path:
             media.ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={seconds}",
             "-filter_complex", audio, "-map", "0:v", "-map", "[a]",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial),
         ]  # fmt: skip
         try:
@@ -714,7 +714,10 @@ def build_app() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 upload = gr.File(
-                    label="Your VOD (a video or audio file)", file_types=VOD_TYPES, type="filepath"
+                    label="Your VOD (a video or audio file)",
+                    file_types=VOD_TYPES,
+                    type="filepath",
+                    elem_id="vod-upload",
                 )
                 link = gr.Textbox(
                     label="…or paste a link",
@@ -896,6 +899,9 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+# The app's own lines at INFO (jobs started and finished: the tests count them), others' at WARNING.
+logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+LOG.setLevel(logging.INFO)
 lend_ffprobe()
 WORK_DIR = _work_dir()
 JOBS = Jobs(WORK_DIR, ttl=_env_float(TTL_ENV, TTL_HOURS) * 3600)
@@ -907,7 +913,6 @@ except UserError as err:  # the page still opens, and says this when it is used
 demo = build_app()
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     demo.launch(
         max_file_size=os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD,
         show_error=True,

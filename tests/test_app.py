@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import make_media
@@ -350,6 +351,30 @@ def test_bad_upload_is_refused_then_a_good_one_works(
         find(client, "", handle_file(str(junk)))
     outputs = find(client, "", handle_file(str(vod)))
     assert outputs[4]["data"] and len(gallery_videos(outputs[3])) == len(outputs[4]["data"])
+
+
+def test_app_without_models_starts_and_says_why(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, vod: Path, tmp_path: Path
+) -> None:
+    """Missing weights do not stop the app from starting; using it says what is wrong. The
+    upload limit is enforced by the server, whatever the client does."""
+    home = tmp_path_factory.mktemp("no-models")
+    env = app_env(tmp_path_factory, checkpoint, home)
+    env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"), "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}
+    app = start_app(env, home)
+    try:
+        assert "the models could not be loaded: No weights at" in app.log()
+        client = Client(app.url, verbose=False, download_files=str(tmp_path))
+        small = tmp_path / "small.mp4"
+        small.write_bytes(bytes(1000))
+        with pytest.raises(AppError, match=r"No weights at \S*missing\.pt"):
+            find(client, "", handle_file(str(small)))
+        with open(vod, "rb") as big:  # 1.8 MB
+            refused = httpx.post(f"{app.url}gradio_api/upload", files={"files": big}, timeout=60)
+        assert refused.status_code == 413
+        assert client.predict("", api_name="/results")[0] == ""  # still serving
+    finally:
+        app.stop()
 
 
 def test_cancel_stops_the_analysis(

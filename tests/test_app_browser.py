@@ -66,20 +66,26 @@ def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
 
 
 @pytest.fixture(scope="module")
-def page(app):
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(app.url)
-            yield page
-        finally:
-            browser.close()
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    """A page in a fresh context: no job id remembered from another test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = context.new_page()
+    page.goto(app.url)
+    page.locator("#highlights-gallery").wait_for()
+    yield page
+    context.close()
 
 
 def test_find_highlights_in_the_browser(page, tmp_path_factory: pytest.TempPathFactory) -> None:
     vod = shared_vod(tmp_path_factory)
-    page.locator("#highlights-gallery").wait_for()
     page.locator("input[type=file]").first.set_input_files(str(vod))
     page.get_by_text(vod.name).first.wait_for()  # the upload has reached the server
     page.get_by_role("button", name="Find highlights").click()
@@ -107,3 +113,10 @@ def test_find_highlights_in_the_browser(page, tmp_path_factory: pytest.TempPathF
     page.reload()
     page.wait_for_function(LOADED, arg="#highlights-gallery", timeout=60_000)
     assert page.locator("#highlights-gallery video").count() == clips.count()
+
+
+def test_try_an_example(page) -> None:
+    page.get_by_role("button", name="Try an example").click()
+    page.wait_for_function(LOADED, arg="#highlights-gallery", timeout=RESULTS_TIMEOUT)
+    sync_api.expect(page.locator("#status")).to_contain_text("highlight")
+    assert "highlightsense-demo" in page.locator("#vod-upload").inner_text()
