@@ -14,14 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_media
 from scipy import stats
 
-from highlightsense.errors import DataError, SettingsError
+from highlightsense import media, pipeline
+from highlightsense.errors import DataError, MediaError, SettingsError
 from highlightsense.model import CRNN, ModelConfig
 from highlightsense.training import data, metrics
+from highlightsense.training import preprocess as preprocess_module
 from highlightsense.training.__main__ import main as training_main
 from highlightsense.training.commands import add_train_arguments, train_config_from_args
 from highlightsense.training.evaluate import evaluate
+from highlightsense.training.preprocess import preprocess
 from highlightsense.training.train import TrainConfig, published_checkpoint, train
 from highlightsense.weights import load_model
 
@@ -50,7 +54,7 @@ def write_clip(path: Path, tensor: torch.Tensor, label: int | None, **extra) -> 
     return path
 
 
-def make_dataset(root: Path, positives: int = 64, negatives: int = 64, seed: int = 0) -> Path:
+def make_dataset(root: Path, positives: int = 48, negatives: int = 48, seed: int = 0) -> Path:
     """Log-mel-like noise; positives have a loud voice band (mels 10-29) over half the clip."""
     generator = torch.Generator().manual_seed(seed)
     for label, folder, count in ((1, "Positive", positives), (0, "Negative", negatives)):
@@ -59,7 +63,7 @@ def make_dataset(root: Path, positives: int = 64, negatives: int = 64, seed: int
             tensor = torch.randn(2, 80, frames, generator=generator) - 8.0
             if label:
                 start = int(torch.randint(0, frames // 2, (1,), generator=generator))
-                tensor[0, 10:30, start : start + frames // 2] += 5.0
+                tensor[0, 10:30, start : start + frames // 2] += 8.0
             game = ("valorant", "cs2")[i % 2]
             write_clip(root / "base" / folder / game / f"clip{i:03d}.pt", tensor, label)
     return root
@@ -86,8 +90,8 @@ def _same_metrics(a: dict, b: dict) -> bool:
 
 def test_find_samples_layout_and_labels(dataset: Path):
     samples = data.find_samples(dataset)
-    assert len(samples) == 128
-    assert [s.label for s in samples] == [1] * 64 + [0] * 64
+    assert len(samples) == 96
+    assert [s.label for s in samples] == [1] * 48 + [0] * 48
     assert all(60 <= s.frames <= 128 for s in samples)
     assert samples[0].game == "cs2" and samples[0].clip_name == "clip001"
     # DATA_DIR may be base itself
@@ -337,7 +341,7 @@ def test_training_learns(straight_run):
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert straight_run.best_f1 >= 0.8
     assert max(r["accuracy"] for r in history) >= 0.8
-    assert history[0]["val_clips"] == 20 and history[0]["train_clips"] == 108
+    assert history[0]["val_clips"] == 14 and history[0]["train_clips"] == 82
 
 
 def test_run_files(straight_run):
@@ -363,7 +367,7 @@ def test_best_model_is_in_the_published_format(straight_run, dataset: Path):
     # scored by evaluate on the validation split, it gives the training log's numbers
     result = evaluate(dataset, straight_run.run_dir / "best_model.pt", split="val", device="cpu")
     best = straight_run.history[straight_run.best_epoch - 1]
-    assert result["n"] == 20 and result["f1"] == best["f1"]
+    assert result["n"] == 14 and result["f1"] == best["f1"]
     assert result["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
     assert result["roc_auc"] == pytest.approx(best["roc_auc"])
 
@@ -411,7 +415,7 @@ def test_evaluate_command_writes_json(straight_run, dataset: Path, tmp_path: Pat
     )
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["n"] == 128 and set(result["confusion"]) == {"tp", "fp", "tn", "fn"}
+    assert result["n"] == 96 and set(result["confusion"]) == {"tp", "fp", "tn", "fn"}
     assert {"loss", "precision", "recall", "f1", "roc_auc", "pr_auc", "best_threshold"} <= set(
         result
     )
@@ -437,11 +441,89 @@ def test_torchrun_two_processes(dataset: Path, tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["world_size"] == 2 and len(record["epochs"]) == 1
-    assert record["epochs"][0]["train_clips"] == 108 and record["epochs"][0]["val_clips"] == 20
+    assert record["epochs"][0]["train_clips"] == 82 and record["epochs"][0]["val_clips"] == 14
     logs = [(run_dir / "samples" / f"rank{r}.tsv").read_text().splitlines() for r in (0, 1)]
     drawn = [[line.split("\t")[1] for line in log] for log in logs]  # epoch, index, path
-    assert len(drawn[0]) == len(drawn[1]) == 54
+    assert len(drawn[0]) == len(drawn[1]) == 41
     assert drawn[0] != drawn[1] and set(drawn[0]) != set(drawn[1])
     assert not (run_dir / "samples" / "rank2.tsv").exists()
     model = load_model(run_dir / "best_model.pt")
     assert model.config == SMALL
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 s video in a game folder, a 2 s audio clip at the top, and a broken file."""
+    folder = tmp_path_factory.mktemp("clips")
+    make_media(folder / "valorant" / "ace.mp4", 3, loud_spans=((1, 2),))
+    make_media(folder / "short.m4a", 2, video=False)
+    (folder / "cs2").mkdir()
+    (folder / "cs2" / "broken.mp4").write_bytes(b"\0" * 2000)
+    return folder
+
+
+def test_preprocess_writes_the_training_layout(
+    clip_folder, tiny_separator, tmp_path, capsys, monkeypatch
+):
+    repo, name = tiny_separator
+    monkeypatch.setattr(preprocess_module, "TRAIN_FRAMES", 120)  # so the 3 s clip is too long
+    out = tmp_path / "data"
+    options = {"separator": name, "separator_repo": str(repo), "device": "cpu"}
+    report = preprocess(clip_folder, out, label="positive", **options)
+    ace = out / "base" / "Positive" / "valorant" / "ace.pt"
+    short = out / "base" / "Positive" / "clips" / "short.pt"
+    assert sorted(report.written) == sorted([ace, short])
+    assert report.cropped == [clip_folder / "valorant" / "ace.mp4"]
+    assert [clip for clip, _ in report.skipped] == [clip_folder / "cs2" / "broken.mp4"]
+    package = torch.load(ace, weights_only=True)
+    assert (package["clip_name"], package["game"], package["label"]) == ("ace", "valorant", 1)
+    settings = pipeline.Settings(separator=name, separator_repo=str(repo), use_cache=False)
+    info = media.probe(clip_folder / "valorant" / "ace.mp4")
+    expected = torch.from_numpy(pipeline.compute_features(info, settings)[0])
+    assert expected.shape[2] > 120 and package["tensor"].dtype == torch.float32
+    assert torch.equal(package["tensor"], expected[:, :, :120])  # the app's features, cut
+    # 2 s ≈ 87 frames (AAC decoding may add a few samples at the end)
+    assert 87 <= torch.load(short, weights_only=True)["tensor"].shape[2] <= 90
+    # resumable: done clips are not done again
+    stamp = ace.stat().st_mtime_ns
+    again = preprocess(clip_folder, out, label="positive", **options)
+    assert again.written == [] and sorted(again.existing) == sorted([ace, short])
+    assert ace.stat().st_mtime_ns == stamp and not list(out.rglob("*.tmp"))
+    # the command line: the other class, then the data set is ready to train on
+    common = ["--separator", name, "--separator-repo", str(repo), "--device", "cpu"]
+    negatives = clip_folder / "valorant"
+    assert (
+        training_main(
+            ["preprocess", str(negatives), "--label", "negative", "-o", str(out), *common]
+        )
+        == 0
+    )
+    samples = data.find_samples(out)
+    assert [(s.label, s.game, s.path.name) for s in samples] == [
+        (1, "clips", "short.pt"), (1, "valorant", "ace.pt"), (0, "clips", "ace.pt"),
+    ]  # fmt: skip
+    broken = ["preprocess", str(clip_folder / "cs2"), "--label", "positive", "-o", str(tmp_path)]
+    assert training_main([*broken, *common]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.mp4" in err and "none of the 1 clips" in err
+
+
+def test_preprocess_shards_clips_across_ranks(clip_folder, tmp_path, monkeypatch):
+    def fake_features(info, settings, device):  # the sharding is under test, not Demucs
+        if info.path.name == "broken.mp4":
+            raise MediaError("broken")
+        return np.zeros((2, 80, 10), np.float32), "fake"
+
+    monkeypatch.setattr(pipeline, "compute_features", fake_features)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    report = preprocess(clip_folder, tmp_path, label="negative", device="cpu")
+    # sorted clips: cs2/broken.mp4, short.m4a, valorant/ace.mp4: rank 0 takes the 1st and 3rd
+    assert report.total == 2 and len(report.skipped) == 1
+    assert report.written == [tmp_path / "base" / "Negative" / "valorant" / "ace.pt"]
+    monkeypatch.setenv("RANK", "1")
+    report = preprocess(clip_folder, tmp_path, label="negative", device="cpu")
+    assert report.written == [tmp_path / "base" / "Negative" / "clips" / "short.pt"]

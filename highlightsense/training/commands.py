@@ -1,4 +1,4 @@
-"""Command-line faces of the training tools: ``train`` and ``evaluate``.
+"""Command-line faces of the training tools: ``train``, ``evaluate`` and ``preprocess``.
 
 Each command is a pair, ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> exit code``,
 mounted by ``highlightsense.cli`` (``highlightsense train …``) and by this package's own
@@ -183,7 +183,70 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    from .preprocess import LABELS
+
+    parser.add_argument("input_dir", type=Path, help="folder of media clips (searched recursively)")
+    parser.add_argument("--label", required=True, choices=tuple(LABELS), help="the clips' class")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="the data set folder (DATA_DIR)"
+    )
+    parser.add_argument(
+        "--game",
+        default=None,
+        help="game of every clip (default: each clip's first folder under INPUT_DIR)",
+    )
+    parser.add_argument(
+        "--separator",
+        default=None,
+        help="Demucs model (default: $HIGHLIGHTSENSE_SEPARATOR or htdemucs)",
+    )
+    parser.add_argument(
+        "--separator-repo",
+        default=None,
+        help="a local Demucs model folder (default: $HIGHLIGHTSENSE_SEPARATOR_REPO or the hub)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="separation precision"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="Demucs segments per model call"
+    )
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    from .preprocess import preprocess, print_report
+    from .train import print_progress
+
+    report = preprocess(
+        args.input_dir,
+        args.output,
+        label=args.label,
+        game=args.game,
+        separator=args.separator,
+        separator_repo=args.separator_repo,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        progress=print_progress,
+    )
+    print_report(report)
+    if report.skipped and not (report.written or report.existing):
+        print(
+            f"error: none of the {report.total} clips could be preprocessed (reasons above).",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
 COMMANDS = {
     "train": (add_train_arguments, run_train, "train the CRNN on a feature data set"),
     "evaluate": (add_evaluate_arguments, run_evaluate, "score a data set with trained weights"),
+    "preprocess": (
+        add_preprocess_arguments,
+        run_preprocess,
+        "turn media clips into a training data set",
+    ),
 }
