@@ -25,6 +25,7 @@ try:  # preinstalled on Hugging Face Spaces; imported first, as ZeroGPU patches 
 except ImportError:
     spaces = None
 
+import contextlib
 import dataclasses
 import html
 import logging
@@ -39,6 +40,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +66,7 @@ MAX_UPLOAD = "20gb"  # Gradio's upload limit: a 6-hour 1080p VOD fits
 QUEUE_SIZE = 20  # jobs waiting at most; more are turned away with "queue full"
 MAX_JOBS = 32  # jobs kept in memory at once (an Analysis is ≈ 10 MB for 6 hours)
 KEEP_RENDERS = 2  # a job's latest selections kept on disk, so a download in flight survives
-CACHE_SWEEP = 3600  # s between Gradio's sweeps of its cache of served files
+CACHE_SWEEP = 3600  # s between sweeps of expired jobs and of Gradio's cache of served files
 
 # Analysis wall time on a ZeroGPU slice: a base for loading and probing plus a share of the
 # VOD's length for decoding, separating and scoring. Above the cap a VOD is refused up front.
@@ -81,6 +83,7 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 # Limits of the controls, enforced again on the server for API callers.
 MAX_CLIPS = 50
+MIN_PERCENTILE = 50.0  # lower makes most of the VOD a "highlight"
 MAX_GAP = 600.0  # s
 MAX_PADDING = 60.0  # s
 MIN_WINDOW = 5.0  # s
@@ -153,8 +156,7 @@ class Job:
     state: str = "waiting"  # waiting → running → done | failed | cancelled
     message: str = ""  # why it failed or was cancelled
     analysis: pipeline.Analysis | None = None
-    result: pipeline.Result | None = None
-    settings: pipeline.Settings | None = None  # of the latest selection
+    latest: tuple[pipeline.Result, pipeline.Settings] | None = None  # the selection shown
     renders: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -234,6 +236,13 @@ class Jobs:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+def sweep_jobs() -> None:
+    """Drop expired jobs now and then, even while no one starts a new one."""
+    while True:
+        time.sleep(CACHE_SWEEP)
+        JOBS.prune()
+
+
 class JobProgress:
     """The library's ``progress(fraction, message)`` drawn on a part of a Gradio bar; it raises
     :class:`Cancelled` once the job's cancel flag exists, which stops the library (and kills its
@@ -267,10 +276,21 @@ def load_models() -> None:
     stems.load_separator(defaults.separator_name, defaults.separator_folder, device=DEVICE)
 
 
-def gpu_seconds(path: str, settings: pipeline.Settings, vod_seconds: float, progress) -> int:
-    """How long to borrow the GPU for one analysis (same arguments as :func:`analyze_media`)."""
-    wanted = GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds
-    return int(min(math.ceil(wanted), _env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS)))
+def gpu_estimate(vod_seconds: float) -> float:
+    """Seconds of GPU an analysis of a VOD this long needs."""
+    return GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds
+
+
+def gpu_limit() -> float:
+    return _env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS)
+
+
+def gpu_seconds(
+    path: str, settings: pipeline.Settings, vod_seconds: float, progress: JobProgress | None
+) -> int:
+    """How long to borrow the GPU for one analysis: ZeroGPU calls this with the arguments of
+    :func:`analyze_media`."""
+    return int(min(math.ceil(gpu_estimate(vod_seconds)), gpu_limit()))
 
 
 def analyze_media(
@@ -319,7 +339,7 @@ def selection_settings(
     by = _choice(picky_by, PICKY_BY, "Pickiness")
     return {
         "top_n": _number(top_n, "The number of clips", 1, MAX_CLIPS, whole=True),
-        "percentile": _number(percentile, "The share to beat", 0, 100),
+        "percentile": _number(percentile, "The share to beat", MIN_PERCENTILE, 100),
         "threshold": _number(threshold, "The minimum score", 0, 1) if by == "threshold" else None,
         "nms_sec": _number(gap, "The gap between clips", 0, MAX_GAP),
         "pad_before": _number(pad_before, "The padding before", 0, MAX_PADDING),
@@ -353,31 +373,26 @@ def chosen_source(upload: object, link: object) -> str:
     raise refusal("Upload a VOD or paste a Twitch or YouTube link first.")
 
 
-class user_errors:  # noqa: N801 - used like contextlib's lower-case context managers
+@contextlib.contextmanager
+def user_errors(job: Job | None = None) -> Iterator[None]:
     """Turn what the library raises into one gr.Error sentence: a UserError's own sentence,
-    a cancel, or (logged with its traceback) a generic sentence for anything else."""
-
-    def __init__(self, job: Job | None = None):
-        self.job = job
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if error is None or isinstance(error, gr.Error):
-            return False
+    a cancel, or (logged with its traceback) a generic sentence for anything else. A running
+    job is marked failed or cancelled."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as error:
         if isinstance(error, Cancelled):
             message = "The job was cancelled."
         elif isinstance(error, UserError):
             message = str(error)
-        elif isinstance(error, Exception):
-            LOG.error("job %s failed", self.job.id if self.job else "-", exc_info=error)
+        else:
+            LOG.error("job %s failed", job.id if job else "-", exc_info=error)
             message = GENERIC_ERROR
-        else:  # KeyboardInterrupt, SystemExit: not ours to translate
-            return False
-        if self.job is not None and self.job.state == "running":
-            self.job.state = "cancelled" if isinstance(error, Cancelled) else "failed"
-            self.job.message = message
+        if job is not None and job.state == "running":
+            job.state = "cancelled" if isinstance(error, Cancelled) else "failed"
+            job.message = message
         raise refusal(message) from None
 
 
@@ -431,9 +446,9 @@ def _caption(highlight: pipeline.Highlight) -> str:
     return f"#{highlight.rank} · {span} · {highlight.confidence:.0%} sure"
 
 
-def _summary(job: Job) -> str:
-    analysis, result = job.analysis, job.result
-    settings = job.settings
+def _summary(
+    analysis: pipeline.Analysis, result: pipeline.Result, settings: pipeline.Settings
+) -> str:
     found = len(result.highlights)
     rule = (
         f"scoring at least {result.threshold:.3f}"
@@ -455,7 +470,7 @@ def _summary(job: Job) -> str:
 
 def results_view(job: Job) -> tuple:
     """status, plot, gallery, table, downloads, clip picker for a job with results."""
-    analysis, result = job.analysis, job.result
+    analysis, (result, settings) = job.analysis, job.latest
     figure = score_figure(
         analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration
     )
@@ -474,7 +489,7 @@ def results_view(job: Job) -> tuple:
         value=1 if result.highlights else None,
     )
     return (
-        _summary(job),
+        _summary(analysis, result, settings),
         figure,
         gr.Gallery(value=gallery if videos else [], visible=videos),
         table,
@@ -484,7 +499,10 @@ def results_view(job: Job) -> tuple:
 
 
 def empty_view(status: str) -> tuple:
-    return status, None, gr.Gallery(value=[], visible=True), [], None, gr.Dropdown(choices=[])
+    # The picker's value goes too: the next results set it again, and only a change of
+    # value shows their first clip.
+    picker = gr.Dropdown(choices=[], value=None)
+    return status, None, gr.Gallery(value=[], visible=True), [], None, picker
 
 
 def why_figure(analysis: pipeline.Analysis, window: int) -> go.Figure:
@@ -513,12 +531,12 @@ def render(job: Job, settings: pipeline.Settings, progress: JobProgress | None) 
             with zipfile.ZipFile(out_dir / "highlights.zip", "w", zipfile.ZIP_STORED) as archive:
                 for path in result.clip_paths:
                     archive.write(path, path.name)
-        job.result, job.settings = result, settings
+        job.latest = result, settings
         for old in range(1, job.renders - KEEP_RENDERS + 1):
             shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
 
 
-def _own_copy(job: Job, path: Path) -> Path:
+def _keep_input(job: Job, path: Path) -> Path:
     """A hard link to the upload in the job's folder, so it outlives Gradio's cache sweeps
     for as long as the job lives; the upload itself where linking is impossible."""
     target = job.folder / "input" / path.name
@@ -535,7 +553,7 @@ def new_job(previous: object) -> tuple:
     page that reconnects finds the results; the job this browser had before is dropped."""
     JOBS.discard(previous)
     job = JOBS.create()
-    return (job.id, *empty_view("Starting…"), None, None)
+    return (job.id, *empty_view("Starting…"), None, None, None)
 
 
 def find_highlights(
@@ -580,13 +598,12 @@ def find_highlights(
             path = sources.fetch(source, job.folder / "download", progress=bar.part(0, FETCH_SHARE))
             analysis_bar = bar.part(FETCH_SHARE, 1 - FETCH_SHARE - clips_share)
         else:
-            path = _own_copy(job, Path(source))
+            path = _keep_input(job, Path(source))
             analysis_bar = bar.part(0, 1 - clips_share)
-        bar(0.0, "Reading the VOD")
+        analysis_bar(0.0, "Reading the VOD")
         info = media.probe(path)
-        limit = _env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS)
-        if ON_ZERO_GPU and gpu_seconds(str(path), settings, info.duration, None) >= limit:
-            longest = (limit - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND
+        if ON_ZERO_GPU and gpu_estimate(info.duration) > gpu_limit():
+            longest = (gpu_limit() - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND
             raise UserError(
                 f"This VOD lasts {_clock(info.duration)}; this Space can analyse at most "
                 f"{_clock(longest)} at once. Cut it into parts, or run HighlightSense locally."
@@ -622,7 +639,7 @@ def retune(
     if job.state != "done":
         return gr.skip()  # the running analysis reads the controls again when it ends
     settings = dataclasses.replace(job.analysis.settings, **chosen)
-    if settings == job.settings:
+    if settings == job.latest[1]:
         return gr.skip()
     with user_errors(job):
         began = time.perf_counter()
@@ -636,13 +653,14 @@ def show_clip(job_id: object, rank: object) -> tuple:
     if job_id in (None, "") or rank in (None, ""):
         return None, None, None
     job = JOBS.get(job_id)
-    if job.result is None:
+    if job.latest is None:
         raise refusal("This job has no clips yet; wait for it to finish.")
-    highlights = job.result.highlights
+    result, _ = job.latest
+    highlights = result.highlights
     if not highlights:
         return None, None, None
     index = _number(rank, "The clip", 1, len(highlights), whole=True) - 1
-    clip = str(job.result.clip_paths[index])
+    clip = str(result.clip_paths[index])
     video = job.analysis.info.has_video
     return (
         gr.Video(value=clip if video else None, visible=video),
@@ -748,7 +766,7 @@ def build_app() -> gr.Blocks:
                         label="How picky",
                     )
                     percentile = gr.Slider(
-                        50,
+                        MIN_PERCENTILE,
                         100,
                         value=selection.PERCENTILE,
                         step=0.5,
@@ -815,7 +833,7 @@ def build_app() -> gr.Blocks:
             run = trigger(
                 new_job,
                 [job_state],
-                [job_state, *view, clip_video, why],
+                [job_state, *view, clip_video, clip_audio, why],
                 api_name="new_job" + suffix,
                 api_visibility=visibility,
                 concurrency_limit=None,
@@ -906,10 +924,13 @@ lend_ffprobe()
 WORK_DIR = _work_dir()
 JOBS = Jobs(WORK_DIR, ttl=_env_float(TTL_ENV, TTL_HOURS) * 3600)
 JOBS.prune()
+threading.Thread(target=sweep_jobs, name="sweep-jobs", daemon=True).start()
 try:
     load_models()
-except UserError as err:  # the page still opens, and says this when it is used
+except UserError as err:  # the page still opens, and says why when it is used
     LOG.warning("the models could not be loaded: %s", err)
+except Exception:
+    LOG.exception("the models could not be loaded")
 demo = build_app()
 
 if __name__ == "__main__":
