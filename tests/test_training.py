@@ -268,7 +268,8 @@ def test_dataset_items(dataset: Path):
     raw = data.load_tensor(samples[70].path)
     x, mask, label, index = data.ClipDataset(samples, train=False)[70]
     assert (label, index) == (0.0, 70)
-    assert torch.equal((x, mask)[0], data.pad(raw)[0]) and torch.equal(mask, data.pad(raw)[1])
+    padded, padded_mask = data.pad(raw)
+    assert torch.equal(x, padded) and torch.equal(mask, padded_mask)  # no augmentation
     train_set = data.ClipDataset(samples, train=True)
     x1, mask1, _, _ = train_set[(70, 123)]
     x2, mask2, _, _ = train_set[(70, 123)]

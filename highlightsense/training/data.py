@@ -9,7 +9,7 @@ naming it, never skipped.
 
 Training samples are augmented as the published notebook did (volume, and negatives cut or
 stretched to the length of a typical positive); every sample is then right-padded to 2584 frames
-with its own minimum, with a mask of 1 on real frames.
+(the model's ``max_frames``) with its own minimum, with a mask of 1 on real frames.
 """
 
 from __future__ import annotations
