@@ -281,16 +281,12 @@ def gpu_estimate(vod_seconds: float) -> float:
     return GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds
 
 
-def gpu_limit() -> float:
-    return _env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS)
-
-
 def gpu_seconds(
     path: str, settings: pipeline.Settings, vod_seconds: float, progress: JobProgress | None
 ) -> int:
     """How long to borrow the GPU for one analysis: ZeroGPU calls this with the arguments of
     :func:`analyze_media`."""
-    return int(min(math.ceil(gpu_estimate(vod_seconds)), gpu_limit()))
+    return int(min(math.ceil(gpu_estimate(vod_seconds)), GPU_LIMIT))
 
 
 def analyze_media(
@@ -602,8 +598,8 @@ def find_highlights(
             analysis_bar = bar.part(0, 1 - clips_share)
         analysis_bar(0.0, "Reading the VOD")
         info = media.probe(path)
-        if ON_ZERO_GPU and gpu_estimate(info.duration) > gpu_limit():
-            longest = (gpu_limit() - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND
+        if ON_ZERO_GPU and gpu_estimate(info.duration) > GPU_LIMIT:
+            longest = (GPU_LIMIT - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND
             raise UserError(
                 f"This VOD lasts {_clock(info.duration)}; this Space can analyse at most "
                 f"{_clock(longest)} at once. Cut it into parts, or run HighlightSense locally."
@@ -921,6 +917,7 @@ def build_app() -> gr.Blocks:
 logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
 LOG.setLevel(logging.INFO)
 lend_ffprobe()
+GPU_LIMIT = _env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS)  # s, the longest ZeroGPU call asked for
 WORK_DIR = _work_dir()
 JOBS = Jobs(WORK_DIR, ttl=_env_float(TTL_ENV, TTL_HOURS) * 3600)
 JOBS.prune()
