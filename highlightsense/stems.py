@@ -20,6 +20,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -400,6 +401,7 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         mean: float,
         std: float,
         batch_size: int,
+        workers: int,
         precision: str,
         cancel: Callable[[], None] | None,
         progress: Progress | None,
@@ -407,11 +409,12 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         self._separator = separator
         self._total = total_samples
         self._batch_size = batch_size
+        self._workers = min(workers, batch_size)
         self._autocast = precision == "bf16"
         self._cancel = cancel
         self._progress = progress
-        self._mean = torch.tensor(mean, dtype=torch.float32)
-        self._std = torch.tensor(std, dtype=torch.float32)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=separator.device)
+        self._std = torch.tensor(std, dtype=torch.float32, device=separator.device)
         self._models = _members(separator.model)
         self._source_weights = torch.tensor([w for _, w in self._models])[..., None, None]
         self._segment_length = int(separator.samplerate * separator.segment)  # samples
@@ -425,6 +428,13 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         return next(self._pieces)
 
     def _run(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._workers == 1:
+            yield from self._loop(None)
+            return
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="demucs") as pool:
+            yield from self._loop(pool)
+
+    def _loop(self, pool: Executor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self._separator.device
         channels = self._separator.audio_channels
         sources = len(self._separator.sources)
@@ -437,7 +447,8 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         for k in range(count - 2, -1, -1):
             keep_from[k] = min(keep_from[k], keep_from[k + 1])
 
-        inputs = torch.zeros(channels, 0)  # (C, n): normalised mix from input_start on
+        # (C, n) normalised mix from input_start on, kept on the model's device
+        inputs = torch.zeros(channels, 0, device=device)
         input_start = 0
         # Overlap-add sums from out_start on: one (S, C, n) per model, weights shared.
         sums = [torch.zeros(sources, channels, 0, device=device) for _ in self._models]
@@ -460,7 +471,7 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
                 mix = torch.stack(
                     [_padded(inputs, input_start, windows[j], self._total) for j in batch]
                 )  # (B, C, target)
-                out = self._forward(model, mix.to(device))  # (B, S, C, target)
+                out = self._separate_batch(model, mix, pool)  # (B, S, C, target)
                 for row, j in enumerate(batch):
                     at, length = grid[j].offset - out_start, grid[j].length
                     acc[..., at : at + length] += weight[:length] * center_trim(out[row], length)
@@ -533,6 +544,7 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             received += chunk.shape[-1]
             if received > self._total:
                 raise self._length_error(received)
+            chunk = _to_device(chunk, self._separator.device)
             # Same elementwise op as demucs.api's `(wav - mean) / std` on the whole track.
             pieces.append((chunk - self._mean) / self._std)
         return torch.cat(pieces, dim=-1) if len(pieces) > 1 else inputs
@@ -549,6 +561,21 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             "or decodes differently each time; copy it to a local file and try again."
         )
 
+    def _separate_batch(
+        self, model: nn.Module, mix: torch.Tensor, pool: Executor | None
+    ) -> torch.Tensor:
+        """mix: (B, C, target) → (B, S, C, target), its rows split between the workers.
+
+        Each segment is separated independently, so splitting the batch changes nothing but
+        speed: on a CPU, workers running single-threaded kernels on different segments keep every
+        core busy without the per-operation thread synchronisation that makes one multi-threaded
+        forward slow (measured in benchmarks/README.md).
+        """
+        if pool is None or len(mix) == 1:
+            return self._forward(model, mix)
+        parts = mix.tensor_split(min(self._workers, len(mix)))
+        return torch.cat(list(pool.map(lambda part: self._forward(model, part), parts)))
+
     def _forward(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
         """mix: (B, C, target) on the model's device → (B, S, C, target) float32."""
         device_type = self._separator.device.type
@@ -557,6 +584,16 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             torch.autocast(device_type, dtype=torch.bfloat16, enabled=self._autocast),
         ):
             return model(mix).float()
+
+
+def _to_device(chunk: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A decoded CPU chunk on the model's device: once per chunk, through pinned memory for a
+    GPU so the copy is asynchronous; the segments are then cut and stacked on the device."""
+    if device.type == "cpu":
+        return chunk
+    if device.type == "cuda":
+        chunk = chunk.pin_memory()
+    return chunk.to(device, non_blocking=True)
 
 
 def _crossfade(segment_length: int, device: torch.device) -> torch.Tensor:
@@ -596,6 +633,7 @@ def separate_stream(
     std: float,
     device: str | torch.device | None = None,
     batch_size: int = 1,
+    workers: int = 1,
     precision: str = "fp32",
     cancel: Callable[[], None] | None = None,
     progress: Progress | None = None,
@@ -607,7 +645,8 @@ def separate_stream(
     Yields consecutive (voice (2, m), game (2, m)) float32 CPU tensors, ``total_samples`` in all:
     voice = the ``vocals`` source, game = the sum of the others. Equal (float rounding aside) to
     ``demucs.api.Separator(model, shifts=0, overlap=0.25, split=True).separate_tensor`` on the
-    whole track. ``batch_size`` segments go through the model per call (faster on GPUs);
+    whole track. ``batch_size`` segments go through the model per call (faster on GPUs),
+    split between ``workers`` threads (faster on CPUs with one torch thread per worker);
     ``precision="bf16"`` runs it under bfloat16 autocast. ``cancel()`` is called before each
     model call (it raises to stop); ``progress(fraction, message)`` after each.
     """
@@ -618,6 +657,8 @@ def separate_stream(
         )
     if batch_size < 1:
         raise SettingsError(f"The separation batch size must be at least 1, not {batch_size}.")
+    if workers < 1:
+        raise SettingsError(f"The separation needs at least 1 worker, not {workers}.")
     if precision not in PRECISIONS:
         raise SettingsError(
             f"The separation precision must be one of {', '.join(PRECISIONS)}, not {precision!r}."
@@ -631,6 +672,7 @@ def separate_stream(
         mean=mean,
         std=std,
         batch_size=batch_size,
+        workers=workers,
         precision=precision,
         cancel=cancel,
         progress=progress,

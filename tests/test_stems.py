@@ -277,6 +277,8 @@ def test_batches_equal_single_segments(tiny: stems.Separator) -> None:
     single = separate_all(tiny, wav, 10_000, batch_size=1)
     batched = separate_all(tiny, wav, 10_000, batch_size=3)
     torch.testing.assert_close(batched, single, rtol=0, atol=API_ATOL)
+    parallel = separate_all(tiny, wav, 10_000, batch_size=3, workers=2)
+    torch.testing.assert_close(parallel, single, rtol=0, atol=API_ATOL)
 
 
 def test_older_models_and_weighted_bags_equal_demucs_api(tmp_path: Path) -> None:
