@@ -95,6 +95,8 @@ def test_batched_scoring_equals_one_window_at_a_time(model, n_frames):
     assert table.shape == (len(starts), 3)
     np.testing.assert_allclose(table[:, 2], expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(table[:, 0], starts * 512 / 22050)
+    parallel = scoring.score(model, spec, batch_size=1, workers=2).windows
+    np.testing.assert_allclose(parallel[:, 2], expected, atol=1e-5, rtol=0)
 
 
 def test_window_longer_than_training_is_refused(model):
