@@ -38,6 +38,7 @@ MIX_RATE = 44100  # Hz: Demucs' rate, at which the mix is decoded
 CHUNK_SECONDS = 30.0  # s of audio decoded at a time: bounds memory whatever the VOD's length
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 LOUDNESS_FLOOR_DB = -100.0  # dB shown for silence in "why this clip"
+MAX_CPU_WORKERS = 4  # model calls in flight at once on a CPU (each holds a segment's activations)
 
 # Share of the progress bar each stage gets (separation dominates a real run).
 STAGE_WEIGHTS = {"read": 0.04, "separate": 0.8, "score": 0.1, "clips": 0.06}
@@ -63,7 +64,7 @@ class Settings:
     clips: bool = True  # cut clips at all
     keep_stems: bool = False  # write stems/vocals.wav and stems/game.wav
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast for separation and scoring)
+    precision: str = "fp32"  # fp32 | bf16: autocast for separation, and for scoring on a GPU
     batch_size: int | None = None  # windows (and Demucs segments) per forward; None: per device
     use_cache: bool = True  # reuse cached separation + features of the same input
 
@@ -113,12 +114,41 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _parallelism(device: str) -> tuple[int, int]:
+    """(workers, torch threads each) for the model calls.
+
+    On a CPU the cores torch would use are shared out as single-threaded workers, each running
+    its own segment or window: one multi-threaded forward synchronises its threads at every
+    operation, which costs more than it gains on small operations and stalls whenever another
+    process takes a core (benchmarks/README.md has the figures). A GPU runs one call at a time.
+    """
+    if device != "cpu":
+        return 1, torch.get_num_threads()
+    cores = torch.get_num_threads()
+    workers = min(cores, MAX_CPU_WORKERS)
+    return workers, max(1, cores // workers)
+
+
 def _batch_sizes(settings: Settings, device: str) -> tuple[int, int]:
-    """(Demucs segments, CRNN windows) per forward. On CPUs one at a time is fastest (measured
-    in benchmarks/); GPUs want big batches."""
+    """(Demucs segments, CRNN windows) per forward. On CPUs one per worker: bigger batches gain
+    nothing there (measured in benchmarks/); GPUs want big batches."""
     if settings.batch_size is not None:
         return settings.batch_size, settings.batch_size
-    return (8, 64) if device == "cuda" else (1, 1)
+    if device == "cuda":
+        return 8, 64
+    workers, _ = _parallelism(device)
+    return workers, workers
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Stages:
@@ -219,10 +249,15 @@ def _track_pairs(info: media.MediaInfo, voice: int, game: int) -> Iterator[tuple
 
 
 def _separated_pairs(
-    info: media.MediaInfo, separator: stems.Separator, settings: Settings, stages: Stages
+    info: media.MediaInfo,
+    separator: stems.Separator,
+    settings: Settings,
+    stages: Stages,
+    segments: int,
+    workers: int,
 ) -> Iterator[tuple]:
     """Two passes over the audio: a cheap one for Demucs' normalisation statistics and the
-    sample count, then separation chunk by chunk."""
+    sample count, then separation chunk by chunk, ``segments`` per batch on ``workers``."""
     read = stages("read")
     counter = [0]
     expected = max(info.duration * MIX_RATE, 1.0)
@@ -231,7 +266,6 @@ def _separated_pairs(
         mean, std = stems.mix_stats(_counted(first, counter, read, expected))
     if counter[0] == 0:
         raise MediaError(f"{info.path.name} has an audio track with no sound samples in it.")
-    segments, _ = _batch_sizes(settings, str(separator.device))
     second = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
     with contextlib.closing(second):
         yield from stems.separate_stream(
@@ -241,6 +275,7 @@ def _separated_pairs(
             mean=mean,
             std=std,
             batch_size=segments,
+            workers=workers,
             precision=settings.precision,
             progress=stages("separate"),
         )
@@ -283,6 +318,9 @@ def compute_features(
     the features themselves (≈ 100 MB per hour) are kept whole.
     """
     stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
+    # Decided before the threads are set below: the pairs are made lazily inside that block.
+    segments, _ = _batch_sizes(settings, device)
+    workers, threads = _parallelism(device)
     if settings.tracks is not None:
         voice, game = (track - 1 for track in settings.tracks)
         pairs = _track_pairs(info, voice, game)
@@ -294,15 +332,16 @@ def compute_features(
         separator = stems.load_separator(
             settings.separator_name, settings.separator_folder, device=device
         )
-        pairs = _separated_pairs(info, separator, settings, stages)
+        pairs = _separated_pairs(info, separator, settings, stages, segments, workers)
         producer = separator.identity
     writer = _StemWriter(stems_dir) if stems_dir is not None else None
     if writer is not None:
         pairs = map(writer.write, pairs)
     try:
-        pieces = [
-            chunk.cpu().numpy() for chunk in features.stems_to_features(pairs, MIX_RATE, device)
-        ]
+        with _torch_threads(threads):
+            pieces = [
+                chunk.cpu().numpy() for chunk in features.stems_to_features(pairs, MIX_RATE, device)
+            ]
     finally:
         if writer is not None:
             writer.close()
@@ -374,16 +413,20 @@ def analyze_source(
 
     began = time.perf_counter()
     _, window_batch = _batch_sizes(settings, device)
-    scores = scoring.score(
-        loaded.model,
-        torch.from_numpy(spec),
-        window_sec=settings.window_sec,
-        stride_sec=settings.stride_sec,
-        batch_size=window_batch,
-        precision=settings.precision,
-        keep_attention=True,
-        progress=stages("score"),
-    )
+    workers, threads = _parallelism(device)
+    with _torch_threads(threads):
+        scores = scoring.score(
+            loaded.model,
+            torch.from_numpy(spec),
+            window_sec=settings.window_sec,
+            stride_sec=settings.stride_sec,
+            batch_size=window_batch,
+            workers=workers,
+            # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
+            precision=settings.precision if device != "cpu" else "fp32",
+            keep_attention=True,
+            progress=stages("score"),
+        )
     seconds["score"] = time.perf_counter() - began
     return Analysis(
         source=path,
