@@ -1,0 +1,214 @@
+"""How fast is ``highlightsense.analyze`` and how much memory does it take, per stage?
+
+    python benchmarks/pipeline.py --minutes 10 --separator tiny
+    python benchmarks/pipeline.py --minutes 3 --separator htdemucs --precision fp32 bf16
+    python benchmarks/pipeline.py --minutes 60 180 --separator tiny --audio-only   # RSS vs length
+
+Every configuration (the cross product of the lists given) runs ``analyze`` in a fresh child
+interpreter, so its peak RSS is its own; ``--repeat`` runs each several times, interleaved, and
+the table shows the median (min in brackets). Inputs and random-weight models are generated in
+``--scratch`` (reused between runs) and never downloaded. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (after the path set-up above)
+
+SCRIPT = Path(__file__).resolve()
+# The sub-stages timed inside "separate+features", in table order.
+STAGES = (
+    "probe+load",
+    "decode (stats pass)",
+    "separate (model)",
+    "separate (rest)",
+    "features",
+    "score",
+    "clips+tables",
+)
+
+
+def vod_path(scratch: Path, minutes: float, video: bool) -> Path:
+    return scratch / f"vod-{minutes:g}min{'' if video else '-audio'}.{'mp4' if video else 'm4a'}"
+
+
+def prepare(scratch: Path, minutes: float, separator: str, video: bool) -> dict:
+    """Generate (or reuse) the input, the CRNN weights and the Demucs repo."""
+    began = time.perf_counter()
+    vod = common.make_vod(vod_path(scratch, minutes, video), minutes, video=video)
+    repo, name = common.make_separator(scratch, separator)
+    weights = common.make_weights(scratch)
+    return {
+        "vod": str(vod),
+        "repo": str(repo),
+        "name": name,
+        "weights": str(weights),
+        "prepare_sec": time.perf_counter() - began,
+    }
+
+
+def _timed(stopwatch: common.Stopwatch, stage: str, function):
+    def wrapper(*args, **kwargs):
+        with stopwatch(stage):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def run_ours(config: dict) -> dict:
+    """Child: one ``analyze`` run, timed per stage by wrapping the library's hot functions."""
+    import numpy as np
+
+    from highlightsense import features, pipeline, stems
+
+    if config.get("workers") or config.get("threads"):  # instead of the per-device default
+        default = pipeline._parallelism("cpu")
+        forced = (config.get("workers") or default[0], config.get("threads") or default[1])
+        pipeline._parallelism = lambda device: forced
+    inner = common.Stopwatch()
+    stems.mix_stats = _timed(inner, "decode (stats pass)", stems.mix_stats)
+    stems.StemStream._separate_batch = _timed(
+        inner, "separate (model)", stems.StemStream._separate_batch
+    )
+    features.LogMelStream.push = _timed(inner, "features", features.LogMelStream.push)
+    features.LogMelStream.finish = _timed(inner, "features", features.LogMelStream.finish)
+
+    out_dir = Path(config["out_dir"])
+    began = time.perf_counter()
+    result = pipeline.analyze(
+        config["vod"],
+        out_dir=out_dir,
+        weights=config["weights"],
+        separator=config["name"],
+        separator_repo=config["repo"],
+        device="cpu",
+        precision=config.get("precision", "fp32"),
+        batch_size=config.get("batch_size"),
+        use_cache=False,
+    )
+    total = time.perf_counter() - began
+    outer = result.analysis.seconds
+    seconds = {
+        "probe+load": outer["probe"],
+        **{k: inner.seconds.get(k, 0.0) for k in STAGES[1:3]},
+        "separate (rest)": outer["separate+features"]
+        - sum(inner.seconds.get(k, 0.0) for k in STAGES[1:3] + ("features",)),
+        "features": inner.seconds.get("features", 0.0),
+        "score": outer["score"],
+        "clips+tables": outer["clips+tables"],
+    }
+    np.save(out_dir / "windows.npy", result.windows)
+    return {
+        "seconds": seconds,
+        "total": total,
+        "audio_sec": result.analysis.duration,
+        "windows": len(result.windows),
+        "clips": len(result.clip_paths),
+        "peak_rss_mib": common.peak_rss_mib(),
+        "parallelism": "{} x {}".format(*pipeline._parallelism("cpu")),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median of each figure over repeated runs, plus the minimum total."""
+    stages = {k: statistics.median(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}
+    totals = [r["total"] for r in runs]
+    return {
+        **runs[0],
+        "seconds": stages,
+        "total": statistics.median(totals),
+        "total_min": min(totals),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+    }
+
+
+def label(config: dict) -> str:
+    batch = config.get("batch_size") or "auto"
+    workers = config.get("workers") or "auto"
+    threads = config.get("threads") or "auto"
+    return (
+        f"{config['minutes']:g}min {config['separator']} {config.get('precision', 'fp32')} "
+        f"b={batch} w={workers} t={threads}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0])
+    parser.add_argument("--separator", choices=common.SEPARATORS, nargs="+", default=["tiny"])
+    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32"])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[None])
+    parser.add_argument("--workers", type=int, nargs="+", default=[None], help="CPU workers")
+    parser.add_argument("--threads", type=int, nargs="+", default=[None], help="per worker")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--audio-only", action="store_true", help="an .m4a input, no video")
+    parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_ours(json.loads(args.child))))
+        return
+
+    scratch = args.scratch or Path(tempfile.gettempdir()) / "highlightsense-bench"
+    scratch.mkdir(parents=True, exist_ok=True)
+    keys = ("minutes", "separator", "precision", "batch_size", "workers", "threads")
+    configs = [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(getattr(args, key) for key in keys))
+    ]
+    for config in configs:
+        inputs = prepare(scratch, config["minutes"], config["separator"], not args.audio_only)
+        config.update({k: v for k, v in inputs.items() if k != "prepare_sec"})
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
+    for _ in range(args.repeat):  # interleaved, so a busy spell hits every configuration
+        for i, config in enumerate(configs):
+            config["out_dir"] = str(scratch / f"out-ours-{i}")
+            runs[i].append(common.run_child(SCRIPT, config))
+            print(f"ran {label(config)}: {runs[i][-1]['total']:.1f} s", file=sys.stderr)
+
+    results = [summarize(runs[i]) for i in range(len(configs))]
+    header = ("stage (s)", *(label(c) for c in configs))
+    rows = [(k, *(f"{r['seconds'][k]:.2f}" for r in results)) for k in STAGES]
+    rows += [
+        ("total (median)", *(f"{r['total']:.2f}" for r in results)),
+        ("total (min)", *(f"{r['total_min']:.2f}" for r in results)),
+        ("audio seconds", *(f"{r['audio_sec']:.0f}" for r in results)),
+        ("realtime factor", *(f"{r['audio_sec'] / r['total']:.1f}x" for r in results)),
+        ("peak RSS (MiB)", *(f"{r['peak_rss_mib']:.0f}" for r in results)),
+        ("windows", *(str(r["windows"]) for r in results)),
+        ("workers x threads", *(r["parallelism"] for r in results)),
+    ]
+    common.print_table(f"highlightsense.analyze, {args.repeat} run(s) each", rows, header)
+    _print_precision_effect(configs)
+
+
+def _print_precision_effect(configs: list[dict]) -> None:
+    """max |p_bf16 - p_fp32| over windows, for bf16 runs with an fp32 twin."""
+    import numpy as np
+
+    for i, config in enumerate(configs):
+        if config["precision"] != "bf16":
+            continue
+        for j, twin in enumerate(configs):
+            keys = ("minutes", "separator", "batch_size", "workers", "threads")
+            same = all(twin[k] == config[k] for k in keys)
+            if same and twin["precision"] == "fp32":
+                bf16 = np.load(Path(config["out_dir"]).with_name(f"out-ours-{i}") / "windows.npy")
+                fp32 = np.load(Path(twin["out_dir"]).with_name(f"out-ours-{j}") / "windows.npy")
+                diff = np.abs(bf16[:, 2] - fp32[:, 2]).max()
+                print(f"bf16 vs fp32 ({label(config)}): max |Δ window probability| = {diff:.2e}")
+                break
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The benchmark scripts run: smallest sizes, figures printed, nothing about speed asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compare_prints_its_table(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "compare.py"),
+        "--minutes", "0.5", "--separator", "tiny", "--scratch", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("published: separate") for line in lines)
+    assert any(line.startswith("ours: separate (model)") for line in lines)
+    ratio = next(line for line in lines if line.startswith("ratio ours/published"))
+    assert float(ratio.split()[-1]) > 0
+    windows = next(line for line in lines if line.startswith("windows scored")).split()
+    assert int(windows[-2]) >= 1 and int(windows[-1]) >= 1
