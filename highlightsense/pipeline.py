@@ -22,6 +22,7 @@ import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from .errors import Cancelled, MediaError, SettingsError
 from .plots import score_figure
 
 Progress = Callable[[float, str], None]
+GpuRunner = Callable[..., Any]  # gpu(fn, *args) → fn(*args), run where the GPU is
 
 SEPARATOR_ENV = "HIGHLIGHTSENSE_SEPARATOR"
 SEPARATOR_REPO_ENV = "HIGHLIGHTSENSE_SEPARATOR_REPO"
@@ -38,6 +40,7 @@ MIX_RATE = 44100  # Hz: Demucs' rate, at which the mix is decoded
 CHUNK_SECONDS = 30.0  # s of audio decoded at a time: bounds memory whatever the VOD's length
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 LOUDNESS_FLOOR_DB = -100.0  # dB shown for silence in "why this clip"
+LOUDNESS_BLOCK = 16384  # frames (≈ 6 min) converted to dB at a time: 21 MB of float64
 MAX_CPU_WORKERS = 4  # model calls in flight at once on a CPU (each holds a segment's activations)
 
 # Share of the progress bar each stage gets (separation dominates a real run).
@@ -67,6 +70,7 @@ class Settings:
     precision: str = "fp32"  # fp32 | bf16: autocast for separation, and for scoring on a GPU
     batch_size: int | None = None  # windows (and Demucs segments) per forward; None: per device
     use_cache: bool = True  # reuse cached separation + features of the same input
+    slice_sec: float = 1200.0  # s of VOD separated per GPU call when analyze_source gets gpu=
 
     def __post_init__(self) -> None:
         scoring.check_window(self.window_sec, self.stride_sec)
@@ -78,6 +82,8 @@ class Settings:
             raise SettingsError(f"The device must be auto, cpu or cuda (got {self.device!r}).")
         if self.precision not in ("fp32", "bf16"):
             raise SettingsError(f"The precision must be fp32 or bf16 (got {self.precision!r}).")
+        if not 60.0 <= self.slice_sec <= 24 * 3600.0:
+            raise SettingsError(f"A slice must be 60 s to 24 h long (got {self.slice_sec:g} s).")
         if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
             raise SettingsError(f"The batch size must be between 1 and 1024 ({self.batch_size}).")
         if self.tracks is not None and (
@@ -223,9 +229,17 @@ class Result:
 
 
 def _loudness(spec: np.ndarray) -> np.ndarray:
-    """(2, 80, T) log-mel → (2, T) dB: total mel power per frame."""
-    power = np.exp(spec.astype(np.float64)).sum(axis=1)
-    return np.maximum(10 * np.log10(power + 1e-12), LOUDNESS_FLOOR_DB).astype(np.float32)
+    """(2, 80, T) log-mel → (2, T) dB: total mel power per frame.
+
+    Block by block, so the float64 temporaries stay small (a whole 3-hour VOD would need 1.2 GB).
+    """
+    loudness = np.empty((spec.shape[0], spec.shape[-1]), dtype=np.float32)  # (2, T)
+    for start in range(0, spec.shape[-1], LOUDNESS_BLOCK):
+        power = np.exp(spec[..., start : start + LOUDNESS_BLOCK].astype(np.float64)).sum(axis=1)
+        loudness[:, start : start + LOUDNESS_BLOCK] = np.maximum(
+            10 * np.log10(power + 1e-12), LOUDNESS_FLOOR_DB
+        )
+    return loudness
 
 
 def _counted(chunks: Iterator[np.ndarray], counter: list[int], report: Progress, total: float):
@@ -258,22 +272,15 @@ def _separated_pairs(
 ) -> Iterator[tuple]:
     """Two passes over the audio: a cheap one for Demucs' normalisation statistics and the
     sample count, then separation chunk by chunk, ``segments`` per batch on ``workers``."""
-    read = stages("read")
-    counter = [0]
-    expected = max(info.duration * MIX_RATE, 1.0)
-    first = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
-    with contextlib.closing(first):
-        mean, std = stems.mix_stats(_counted(first, counter, read, expected))
-    if counter[0] == 0:
-        raise MediaError(f"{info.path.name} has an audio track with no sound samples in it.")
+    mix = measure_mix(info, stages("read"))
     second = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
     with contextlib.closing(second):
         yield from stems.separate_stream(
             separator,
             second,
-            total_samples=counter[0],
-            mean=mean,
-            std=std,
+            total_samples=mix.samples,
+            mean=mix.mean,
+            std=mix.std,
             batch_size=segments,
             workers=workers,
             precision=settings.precision,
@@ -356,6 +363,152 @@ def _report_samples(pairs: Iterator[tuple], report: Progress, total: float) -> I
         yield pair
 
 
+# --- long VODs in slices (one GPU call each on ZeroGPU) -------------------------------------
+
+FRAME_SAMPLES = features.HOP * MIX_RATE // features.SAMPLE_RATE  # 1024 mix samples per frame
+SLICE_CONTEXT = 8 * FRAME_SAMPLES  # mix samples of resampler + half-window context per side
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What a slice needs to know about the whole track: Demucs' normalisation and its length."""
+
+    mean: float
+    std: float
+    samples: int  # at 44.1 kHz
+
+    @property
+    def frames(self) -> int:
+        """Feature frames of the whole track: 1 + (its length at 22 050 Hz) // hop."""
+        return 1 + ((self.samples + 1) // 2) // features.HOP
+
+
+def measure_mix(info: media.MediaInfo, progress: Progress | None = None) -> Mix:
+    """The cheap first pass over the audio (CPU only)."""
+    counter = [0]
+    report = progress or (lambda fraction, message: None)
+    chunks = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
+    with contextlib.closing(chunks):
+        mean, std = stems.mix_stats(
+            _counted(chunks, counter, report, max(info.duration * MIX_RATE, 1.0))
+        )
+    if counter[0] == 0:
+        raise MediaError(f"{info.path.name} has an audio track with no sound samples in it.")
+    return Mix(mean, std, counter[0])
+
+
+def plan_slices(frames: int, slice_frames: int) -> list[tuple[int, int]]:
+    """[start, end) frame ranges of at most ``slice_frames`` covering ``frames`` frames."""
+    return [(a, min(a + slice_frames, frames)) for a in range(0, frames, slice_frames)]
+
+
+def _sample_range(chunks: Iterator[np.ndarray], start: int, end: int) -> Iterator[np.ndarray]:
+    """Samples [start, end) of a stream of (C, n) chunks."""
+    position = 0
+    for chunk in chunks:
+        n = chunk.shape[1]
+        lo, hi = max(start - position, 0), min(end - position, n)
+        if hi > lo:
+            yield chunk[:, lo:hi]
+        position += n
+        if position >= end:
+            return
+
+
+def _drop_leading(pairs: Iterator[tuple], count: int) -> Iterator[tuple]:
+    for voice, game in pairs:
+        cut = min(count, voice.shape[1])
+        count -= cut
+        if voice.shape[1] > cut:
+            yield voice[:, cut:], game[:, cut:]
+
+
+def features_range(
+    info: media.MediaInfo,
+    settings: Settings,
+    mix: Mix,
+    frames: tuple[int, int],
+    device: str = "cpu",
+) -> np.ndarray:
+    """Frames [start, end) of :func:`compute_features`'s result, separating only around them.
+
+    Demucs runs from a point of its own segment grid at least two segments before the slice, so
+    every segment that touches the slice's samples sees exactly what it sees in a whole-track
+    run; the resampler and the centred frames get their own context. Up to float rounding the
+    slices of a track concatenate to the whole-track features.
+    """
+    start, end = frames
+    separator = stems.load_separator(
+        settings.separator_name, settings.separator_folder, device=device
+    )
+    segment = int(separator.samplerate * separator.segment)
+    stride = int((1 - stems.OVERLAP) * segment)
+    first_needed = FRAME_SAMPLES * start - SLICE_CONTEXT
+    begin = max(0, (first_needed - 2 * segment) // stride * stride) if first_needed > 0 else 0
+    last_needed = FRAME_SAMPLES * end + SLICE_CONTEXT
+    stop = min(mix.samples, last_needed + 2 * segment)
+    chunks = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
+    with contextlib.closing(chunks):
+        segments, _ = _batch_sizes(settings, device)
+        pairs = stems.separate_stream(
+            separator,
+            _sample_range(chunks, begin, stop),
+            total_samples=stop - begin,
+            mean=mix.mean,
+            std=mix.std,
+            batch_size=segments,
+            precision=settings.precision,
+        )
+        on_grid = -(-begin // FRAME_SAMPLES) * FRAME_SAMPLES  # first frame-aligned sample
+        pairs = _drop_leading(iter(pairs), on_grid - begin)
+        local = np.concatenate(
+            [c.cpu().numpy() for c in features.stems_to_features(pairs, MIX_RATE, device)], axis=2
+        )
+    offset = on_grid // FRAME_SAMPLES
+    return local[:, :, start - offset : end - offset]
+
+
+def _features_in_slices(
+    info: media.MediaInfo, settings: Settings, device: str, progress: Progress, gpu: GpuRunner
+) -> np.ndarray:
+    """The whole track's features as consecutive slices, each computed in its own GPU call."""
+    stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
+    mix = measure_mix(info, stages("read"))
+    slice_frames = max(1, round(settings.slice_sec * features.FRAMES_PER_SECOND))
+    slices = plan_slices(mix.frames, slice_frames)
+    report = stages("separate")
+    pieces = []
+    for number, frames in enumerate(slices, start=1):
+        report(
+            (number - 1) / len(slices), f"Separating voice and game, part {number} of {len(slices)}"
+        )
+        pieces.append(gpu(features_range, info, settings, mix, frames, device))
+    report(1.0, "Separated voice and game")
+    return np.concatenate(pieces, axis=2)
+
+
+def score_features(
+    spec: np.ndarray, settings: Settings, device: str, progress: Progress | None = None
+) -> scoring.Scores:
+    """(2, 80, T) features → every window's probability and attention, with the settings' model."""
+    model = weights.load(settings.weights, device).model
+    _, window_batch = _batch_sizes(settings, device)
+    workers, threads = _parallelism(device)
+    with _torch_threads(threads):
+        return scoring.score(
+            model,
+            torch.from_numpy(spec),
+            window_sec=settings.window_sec,
+            stride_sec=settings.stride_sec,
+            batch_size=window_batch,
+            workers=workers,
+            # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
+            precision=settings.precision if device != "cpu" else "fp32",
+            keep_attention=True,
+            progress=progress,
+        )
+
+
 # --- the three steps --------------------------------------------------------------------------
 
 
@@ -366,8 +519,15 @@ def analyze_source(
     progress: Progress | None = None,
     stems_dir: Path | None = None,
     download_dir: Path | None = None,
+    gpu: GpuRunner | None = None,
 ) -> Analysis:
-    """Fetch (for a URL), probe, separate, featurize (or load the cache) and score every window."""
+    """Fetch (for a URL), probe, separate, featurize (or load the cache) and score every window.
+
+    ``gpu(fn, *args)`` — when given — runs ``fn(*args)`` where a GPU is attached (on ZeroGPU, a
+    ``spaces.GPU`` function): separation then runs in slices of ``settings.slice_sec`` so each
+    call fits the per-call time limit, and scoring in one more call. Without it, one streaming
+    pass does everything in this process.
+    """
     text = str(source)
     is_url = sources.is_url(text)
     stages = Stages(
@@ -403,30 +563,23 @@ def analyze_source(
         if stems_dir is None:  # stems were asked for: separate again to write them
             spec = cache.load(key)
     from_cache = spec is not None
-    if spec is None:
-        spec, producer = compute_features(
-            info, settings, device=device, progress=stages("features"), stems_dir=stems_dir
-        )
+    if not from_cache:
+        if gpu is not None and settings.tracks is None and stems_dir is None:
+            spec = _features_in_slices(info, settings, device, stages("features"), gpu)
+            producer = _producer_identity(settings, device)
+        else:
+            spec, producer = compute_features(
+                info, settings, device=device, progress=stages("features"), stems_dir=stems_dir
+            )
         if key is not None:
             cache.store(key, spec)
     seconds["separate+features"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    _, window_batch = _batch_sizes(settings, device)
-    workers, threads = _parallelism(device)
-    with _torch_threads(threads):
-        scores = scoring.score(
-            loaded.model,
-            torch.from_numpy(spec),
-            window_sec=settings.window_sec,
-            stride_sec=settings.stride_sec,
-            batch_size=window_batch,
-            workers=workers,
-            # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
-            precision=settings.precision if device != "cpu" else "fp32",
-            keep_attention=True,
-            progress=stages("score"),
-        )
+    if gpu is None:
+        scores = score_features(spec, settings, device, progress=stages("score"))
+    else:
+        scores = gpu(score_features, spec, settings, device)
     seconds["score"] = time.perf_counter() - began
     return Analysis(
         source=path,
