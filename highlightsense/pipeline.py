@@ -789,6 +789,7 @@ def analyze(
         )
         began = time.perf_counter()
         result = render(analysis, config, staging, progress=stages("clips"))
+        stages("clips")(1.0, "Done")
         analysis.seconds["clips+tables"] = time.perf_counter() - began
         _replace_dir(staging, target)
     except BaseException:
