@@ -68,8 +68,8 @@ MAX_JOBS = 32  # jobs kept in memory at once (an Analysis is ≈ 10 MB for 6 hou
 KEEP_RENDERS = 2  # a job's latest selections kept on disk, so a download in flight survives
 CACHE_SWEEP = 3600  # s between sweeps of expired jobs and of Gradio's cache of served files
 
-# Analysis wall time on a ZeroGPU slice: a base for loading and probing plus a share of the
-# VOD's length for decoding, separating and scoring. Above the cap a VOD is refused up front.
+# Wall time of one ZeroGPU call: a base for start-up plus a share of the VOD's length it covers
+# (decoding, separating, featurizing or scoring). Longer VODs are split into more calls.
 GPU_BASE_SECONDS = 30
 GPU_SECONDS_PER_VOD_SECOND = 0.03
 GPU_MAX_SECONDS = 300
@@ -276,32 +276,45 @@ def load_models() -> None:
     stems.load_separator(defaults.separator_name, defaults.separator_folder, device=DEVICE)
 
 
-def gpu_estimate(vod_seconds: float) -> float:
-    """Seconds of GPU an analysis of a VOD this long needs."""
-    return GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds
+def slice_seconds() -> float:
+    """Seconds of VOD one ZeroGPU call separates: as much as fits the longest call asked for."""
+    return max(60.0, (GPU_LIMIT - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND)
 
 
-def gpu_seconds(
-    path: str, settings: pipeline.Settings, vod_seconds: float, progress: JobProgress | None
-) -> int:
-    """How long to borrow the GPU for one analysis: ZeroGPU calls this with the arguments of
-    :func:`analyze_media`."""
-    return int(min(math.ceil(gpu_estimate(vod_seconds)), GPU_LIMIT))
+def gpu_seconds(fn, *args) -> int:
+    """How long to borrow the GPU for one :func:`on_gpu` call: ZeroGPU calls this with the same
+    arguments. A separation slice knows its frames; scoring gets the whole VOD's features."""
+    if fn is pipeline.features_range:
+        start, end = args[3]
+        frames = end - start
+    else:
+        frames = args[0].shape[-1]
+    return int(
+        min(
+            math.ceil(GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * frames / FRAMES_PER_SECOND),
+            GPU_LIMIT,
+        )
+    )
 
 
-def analyze_media(
-    path: str, settings: pipeline.Settings, vod_seconds: float, progress: JobProgress
-) -> pipeline.Analysis:
-    """The GPU part of a job: separation, features and scoring of a local file.
-
-    One call per VOD: the library computes the features of a whole VOD at once, so it cannot
-    yet be split into several shorter GPU calls.
-    """
-    return pipeline.analyze_source(path, settings, progress=progress)
+def on_gpu(fn, *args):
+    """Run ``fn(*args)`` where the GPU is: on ZeroGPU one call per separation slice and one for
+    scoring, so a VOD of any length fits the per-call limit."""
+    return fn(*args)
 
 
 if spaces is not None:  # a no-op off ZeroGPU hardware
-    analyze_media = spaces.GPU(duration=gpu_seconds)(analyze_media)
+    on_gpu = spaces.GPU(duration=gpu_seconds)(on_gpu)
+
+
+def analyze_media(
+    path: str, settings: pipeline.Settings, progress: JobProgress
+) -> pipeline.Analysis:
+    """The GPU part of a job: separation, features and scoring of a local file."""
+    if ON_ZERO_GPU:
+        settings = dataclasses.replace(settings, slice_sec=slice_seconds())
+        return pipeline.analyze_source(path, settings, progress=progress, gpu=on_gpu)
+    return pipeline.analyze_source(path, settings, progress=progress)
 
 
 # --- checking what a caller sent --------------------------------------------------------------
@@ -598,15 +611,9 @@ def find_highlights(
             analysis_bar = bar.part(0, 1 - clips_share)
         analysis_bar(0.0, "Reading the VOD")
         info = media.probe(path)
-        if ON_ZERO_GPU and gpu_estimate(info.duration) > GPU_LIMIT:
-            longest = (GPU_LIMIT - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND
-            raise UserError(
-                f"This VOD lasts {_clock(info.duration)}; this Space can analyse at most "
-                f"{_clock(longest)} at once. Cut it into parts, or run HighlightSense locally."
-            )
         LOG.info("analysis started: job %s, %.0f s of media", job.id, info.duration)
         began = time.perf_counter()
-        job.analysis = analyze_media(str(path), settings, info.duration, analysis_bar)
+        job.analysis = analyze_media(str(path), settings, analysis_bar)
         LOG.info("analysis finished: job %s in %.1f s", job.id, time.perf_counter() - began)
         render(job, settings, bar.part(1 - clips_share, clips_share))
         job.state = "done"
