@@ -675,10 +675,12 @@ def write_tables(result: Result, out_dir: Path) -> None:
         writer = csv.DictWriter(file, fieldnames=list(HIGHLIGHT_FIELDS))
         writer.writeheader()
         writer.writerows(rows)
+    # names only, no folders: the file may be served to someone else than the one who ran it
     settings = dataclasses.asdict(analysis.settings)
-    settings["weights"] = str(settings["weights"]) if settings["weights"] else None
+    for key in ("weights", "separator_repo"):
+        settings[key] = Path(settings[key]).name if settings[key] else None
     summary = {
-        "input": str(analysis.source),
+        "input": analysis.source.name,
         "input_duration_sec": round(analysis.duration, 3),
         "model": analysis.model_identity,
         "separator": analysis.producer,

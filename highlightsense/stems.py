@@ -102,8 +102,8 @@ def _load_separator(name: str, repo: Path | None, device: str) -> Separator:
             f"The Demucs bag '{name}' mixes models with different segment lengths "
             f"({sorted(segments)} s): use a bag whose models share one segment, such as htdemucs."
         )
-    source = "hub" if repo is None else str(repo)
-    identity = f"{name}@{source}#{_fingerprint(model)}"
+    # no folder path in it: the identity is shown to users and the weights' hash says it all
+    identity = f"{name}@{'hub' if repo is None else 'local'}#{_fingerprint(model)}"
     model.to(device)
     return Separator(
         model=model,

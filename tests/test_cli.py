@@ -79,7 +79,8 @@ def test_end_to_end_outputs(two_minute_run):
     assert summary["threshold"] == pytest.approx(np.percentile(confidences, 75), abs=1e-6)
     assert len(highlights) == len(summary["highlights"]) == 3
     assert summary["input_duration_sec"] == pytest.approx(120, abs=0.1)
-    assert summary["separator"].startswith("tiny@") and "sha256" in summary["model"]
+    assert summary["separator"].startswith("tiny@local#") and "sha256" in summary["model"]
+    assert summary["input"] == vod.name and "/" not in json.dumps(summary["settings"])
     assert "plotly" in (out / "scores.html").read_text()[:5_000_000].lower()
 
     by_start = {round(float(r["start_sec"]), 3): float(r["confidence"]) for r in scores}
