@@ -189,3 +189,39 @@ def test_no_weights_anywhere_lists_what_was_tried(tmp_path, monkeypatch):
 def test_missing_local_path(tmp_path):
     with pytest.raises(WeightsError, match="No weights at"):
         weights.resolve(tmp_path / "nope.pt")
+
+
+def test_hf_weights_come_through_huggingface_hub_and_its_cache(checkpoint, tmp_path):
+    """hf:// goes through huggingface_hub: here offline, from a cache laid out as the hub's."""
+    import os
+    import subprocess
+    import sys
+
+    export = weights.export_weights(checkpoint, tmp_path / "export")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--highlights"
+    snapshot = repo / "snapshots" / commit
+    (snapshot / "v2").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("model.safetensors", "config.json"):
+        (snapshot / name).write_bytes((export / name).read_bytes())
+    (snapshot / "v2" / "best_model.pt").write_bytes(checkpoint.read_bytes())
+    code = (
+        "from highlightsense import weights\n"
+        "for spec in ('hf://someone/highlights', 'hf://someone/highlights/v2/best_model.pt@main'):\n"
+        "    print(weights.resolve(spec), weights.load(spec).identity)\n"
+        "try:\n"
+        "    weights.resolve('hf://someone/missing')\n"
+        "except weights.WeightsError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{snapshot} ") and "@sha256:" in lines[0]
+    assert lines[1].startswith(f"{snapshot / 'v2' / 'best_model.pt'} ")
+    assert lines[2].startswith("refused: Could not fetch hf://someone/missing")
