@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import itertools
 import json
@@ -146,6 +147,46 @@ def _batch_sizes(settings: Settings, device: str) -> tuple[int, int]:
     return workers, workers
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, where the process has one (Linux with glibc)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # another C library, or no dlopen(NULL)
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand the pages of freed heap memory back to the system.
+
+    Separation allocates and frees buffers of many sizes; glibc keeps the holes they leave, so
+    without this the resident size grew with the VOD's length (≈ 18 MB per minute of audio,
+    though nothing stayed alive: malloc_trim brought a 15-minute run from 847 to 433 MB).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _trimming(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks, with freed memory released before each (once per CHUNK_SECONDS of audio)."""
+    for chunk in chunks:
+        _release_freed_memory()
+        yield chunk
+
+
+def _trimming_progress(progress: Progress | None) -> Progress:
+    """``progress``, releasing freed memory first: scoring calls it after each batch."""
+
+    def report(fraction: float, message: str) -> None:
+        _release_freed_memory()
+        if progress is not None:
+            progress(fraction, message)
+
+    return report
+
+
 @contextlib.contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``count`` for the block (it is process-wide)."""
@@ -277,7 +318,7 @@ def _separated_pairs(
     with contextlib.closing(second):
         yield from stems.separate_stream(
             separator,
-            second,
+            _trimming(second),
             total_samples=mix.samples,
             mean=mix.mean,
             std=mix.std,
@@ -505,7 +546,7 @@ def score_features(
             # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
             precision=settings.precision if device != "cpu" else "fp32",
             keep_attention=True,
-            progress=progress,
+            progress=_trimming_progress(progress),
         )
 
 
