@@ -310,10 +310,10 @@ def _separated_pairs(
     stages: Stages,
     segments: int,
     workers: int,
+    mix: Mix,
 ) -> Iterator[tuple]:
-    """Two passes over the audio: a cheap one for Demucs' normalisation statistics and the
-    sample count, then separation chunk by chunk, ``segments`` per batch on ``workers``."""
-    mix = measure_mix(info, stages("read"))
+    """The second pass over the audio (``mix`` came from the first): separation chunk by chunk,
+    ``segments`` per batch on ``workers``."""
     second = media.read_audio(info, sample_rate=MIX_RATE, chunk_seconds=CHUNK_SECONDS)
     with contextlib.closing(second):
         yield from stems.separate_stream(
@@ -373,6 +373,7 @@ def compute_features(
         voice, game = (track - 1 for track in settings.tracks)
         pairs = _track_pairs(info, voice, game)
         producer = f"tracks:voice={voice + 1},game={game + 1}"
+        frames = None  # known only at the end
         total = max(info.duration * MIX_RATE, 1.0)
         report = stages("separate")
         pairs = _report_samples(pairs, report, total)
@@ -380,20 +381,42 @@ def compute_features(
         separator = stems.load_separator(
             settings.separator_name, settings.separator_folder, device=device
         )
-        pairs = _separated_pairs(info, separator, settings, stages, segments, workers)
+        mix = measure_mix(info, stages("read"))
+        frames = mix.frames
+        pairs = _separated_pairs(info, separator, settings, stages, segments, workers, mix)
         producer = separator.identity
     writer = _StemWriter(stems_dir) if stems_dir is not None else None
     if writer is not None:
         pairs = map(writer.write, pairs)
     try:
         with _torch_threads(threads):
-            pieces = [
-                chunk.cpu().numpy() for chunk in features.stems_to_features(pairs, MIX_RATE, device)
-            ]
+            spec = _collect(features.stems_to_features(pairs, MIX_RATE, device), frames)
     finally:
         if writer is not None:
             writer.close()
-    return np.concatenate(pieces, axis=2), producer
+    return spec, producer
+
+
+def _collect(chunks: Iterator[torch.Tensor], frames: int | None) -> np.ndarray:
+    """Feature chunks (2, 80, k) → one (2, 80, T) array.
+
+    When T is known in advance the chunks are written into place: a list of thousands of small
+    pieces concatenated at the end held the features twice at the peak (+300 MB for 3 hours).
+    """
+    if frames is None:
+        return np.concatenate([chunk.cpu().numpy() for chunk in chunks], axis=2)
+    spec = np.empty((2, features.N_MELS, frames), dtype=np.float32)
+    done, beyond = 0, []
+    for chunk in chunks:
+        piece = chunk.cpu().numpy()
+        if beyond or done + piece.shape[-1] > frames:
+            beyond.append(piece)
+        else:
+            spec[..., done : done + piece.shape[-1]] = piece
+            done += piece.shape[-1]
+    if beyond or done < frames:  # never seen: the count was off, so fall back to joining
+        return np.concatenate([spec[..., :done], *beyond], axis=2)
+    return spec
 
 
 def _report_samples(pairs: Iterator[tuple], report: Progress, total: float) -> Iterator[tuple]:
