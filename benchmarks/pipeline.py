@@ -119,6 +119,33 @@ def run_ours(config: dict) -> dict:
     }
 
 
+def stems_precision_effect(config: dict) -> dict:
+    """Child: the whole input separated at fp32 and at bf16; how far apart the stems are."""
+    import torch
+
+    from highlightsense import media, pipeline, stems
+
+    separator = stems.load_separator(config["name"], Path(config["repo"]))
+    mix = torch.from_numpy(media.read_audio_all(media.probe(Path(config["vod"]))))
+    mean, std = stems.mix_stats([mix])
+    workers, threads = pipeline._parallelism("cpu")
+    out = {}
+    torch.set_num_threads(threads)
+    for precision in ("fp32", "bf16"):
+        pieces = stems.separate_stream(
+            separator, [mix], total_samples=mix.shape[-1], mean=mean, std=std,
+            batch_size=workers, workers=workers, precision=precision,
+        )  # fmt: skip
+        out[precision] = [torch.cat(stem, dim=-1) for stem in zip(*pieces, strict=True)]
+    return {
+        name: {
+            "max_abs_diff": (out["bf16"][i] - out["fp32"][i]).abs().max().item(),
+            "peak": out["fp32"][i].abs().max().item(),
+        }
+        for i, name in enumerate(("voice", "game"))
+    }
+
+
 def summarize(runs: list[dict]) -> dict:
     """Median of each figure over repeated runs, plus the minimum total."""
     stages = {k: statistics.median(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}
@@ -151,12 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[None], help="CPU workers")
     parser.add_argument("--threads", type=int, nargs="+", default=[None], help="per worker")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--stems-effect", action="store_true", help="max |stems bf16 - fp32| of each input"
+    )
     parser.add_argument("--audio-only", action="store_true", help="an .m4a input, no video")
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_ours(json.loads(args.child))))
+        config = json.loads(args.child)
+        run = stems_precision_effect if config.get("effect") else run_ours
+        print(json.dumps(run(config)))
         return
 
     scratch = args.scratch or Path(tempfile.gettempdir()) / "highlightsense-bench"
@@ -169,6 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     for config in configs:
         inputs = prepare(scratch, config["minutes"], config["separator"], not args.audio_only)
         config.update({k: v for k, v in inputs.items() if k != "prepare_sec"})
+    if args.stems_effect:
+        for config in configs:
+            effect = common.run_child(SCRIPT, {**config, "effect": True})
+            for stem, figures in effect.items():
+                print(
+                    f"{label(config)} {stem}: max |bf16 - fp32| = {figures['max_abs_diff']:.2e} "
+                    f"(stem peak {figures['peak']:.3f})"
+                )
+        return
     runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
     for _ in range(args.repeat):  # interleaved, so a busy spell hits every configuration
         for i, config in enumerate(configs):
