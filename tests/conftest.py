@@ -73,3 +73,21 @@ def tiny_separator(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     from demucs_fixtures import make_tiny_demucs_repo
 
     return make_tiny_demucs_repo(tmp_path_factory.mktemp("demucs"))
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every process the media module (and so clips) starts, to check none outlives its use."""
+    import subprocess
+
+    from highlightsense import media
+
+    procs: list[subprocess.Popen] = []
+
+    class Recording(subprocess.Popen):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            procs.append(self)
+
+    monkeypatch.setattr(media.subprocess, "Popen", Recording)
+    return procs

@@ -202,17 +202,8 @@ def test_progress_raising_cancels_and_cleans_up(vod_info: media.MediaInfo, tmp_p
 
 
 def test_cancel_kills_running_cuts(
-    vod_info: media.MediaInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vod_info: media.MediaInfo, tmp_path: Path, started: list[subprocess.Popen]
 ) -> None:
-    procs: list[subprocess.Popen] = []
-
-    class Recording(subprocess.Popen):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            procs.append(self)
-
-    monkeypatch.setattr(media.subprocess, "Popen", Recording)
-
     def cancel() -> None:
         raise Cancelled("stop")
 
@@ -220,8 +211,8 @@ def test_cancel_kills_running_cuts(
         clips.cut_clips(vod_info, [(0, 40), (0, 40)], tmp_path, workers=2, cancel=cancel)
     assert no_partials(tmp_path)
     # Reaped: killed mid-encode (the usual case here) or, on a fast machine, already done.
-    assert len(procs) == 2
-    assert all(p.returncode in (0, -signal.SIGKILL) for p in procs)
+    assert len(started) == 2
+    assert all(p.returncode in (0, -signal.SIGKILL) for p in started)
 
 
 def test_cut_failure_is_a_media_error(media_dir: Path, tmp_path: Path) -> None:

@@ -310,20 +310,6 @@ def test_missing_track_is_a_media_error(two_tracks: Path) -> None:
         media.read_audio(media.probe(two_tracks), stream=2)
 
 
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen]:
-    """Every process the media module starts, to check none outlives its use."""
-    procs: list[subprocess.Popen] = []
-
-    class Recording(subprocess.Popen):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            procs.append(self)
-
-    monkeypatch.setattr(media.subprocess, "Popen", Recording)
-    return procs
-
-
 def assert_gone(proc: subprocess.Popen) -> None:
     assert proc.returncode is not None
     with pytest.raises(ProcessLookupError):
