@@ -16,6 +16,9 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from .errors import Cancelled, UserError
+from .progress import eta_seconds
+from .settings import DEFAULT_SEPARATOR, DEVICES, PRECISIONS
+from .timecode import format_duration, format_timestamp
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
@@ -38,11 +41,10 @@ class ProgressBar:
         if now - self.last < (REDRAW_SECONDS if self.tty else LOG_SECONDS) and fraction < 1.0:
             return
         self.last = now
-        elapsed = now - self.started
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
+        eta = eta_seconds(fraction, now - self.started)
         filled = int(BAR_WIDTH * fraction)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        eta_text = f"ETA {_clock(eta)}" if eta is not None else "ETA --:--"
+        eta_text = f"ETA {format_duration(eta)}" if eta is not None else "ETA --:--"
         line = f"[{bar}] {fraction * 100:5.1f}% {eta_text}  {message}"
         if self.tty:
             self.stream.write("\r\033[K" + line[:160])
@@ -55,12 +57,6 @@ class ProgressBar:
             self.stream.write("\n")
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def _tracks(text: str) -> tuple[int, int]:
     """'voice=1,game=2' → (1, 2)."""
     parts = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
@@ -71,63 +67,67 @@ def _tracks(text: str) -> tuple[int, int]:
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    """The detect flags. Each one's ``dest`` names a field of ``AnalysisSettings`` or
+    ``Selection`` (highlightsense.settings), and flags not given are left out, so the defaults
+    live in those dataclasses alone."""
+    from .settings import AnalysisSettings as A
+    from .settings import Selection as S
+
+    def flag(*names: str, **options: object) -> None:
+        parser.add_argument(*names, default=argparse.SUPPRESS, **options)
+
     parser.add_argument("input", help="a local video/audio file or a Twitch/YouTube VOD link")
     parser.add_argument("-o", "--out", help="output folder (default ./highlights/<input name>)")
-    parser.add_argument("--weights", help="model weights: path, hf://owner/repo, or https URL")
-    parser.add_argument("--separator", help="Demucs model name (default htdemucs)")
-    parser.add_argument("--separator-repo", help="local Demucs model folder (offline use)")
-    parser.add_argument(
-        "--tracks", type=_tracks, help="use the file's own voice and game tracks: voice=1,game=2"
+    flag("--weights", help="model weights: path, hf://owner/repo, or https URL")
+    flag("--separator", help=f"Demucs model name (default {DEFAULT_SEPARATOR})")
+    flag("--separator-repo", help="local Demucs model folder (offline use)")
+    flag("--tracks", type=_tracks, help="use the file's own voice and game tracks: voice=1,game=2")
+    flag(
+        "--window", dest="window_sec", type=float, help=f"seconds per clip (≤ 60; {A.window_sec:g})"
     )
-    parser.add_argument("--window", type=float, default=30.0, help="seconds per clip (≤ 60)")
-    parser.add_argument("--stride", type=float, default=5.0, help="seconds between windows")
+    flag(
+        "--stride",
+        dest="stride_sec",
+        type=float,
+        help=f"seconds between windows ({A.stride_sec:g})",
+    )
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--percentile", type=float, default=99.0, help="keep windows ≥ this pct")
-    pick.add_argument("--threshold", type=float, help="keep windows ≥ this probability instead")
-    parser.add_argument("--nms", type=float, default=10.0, help="min seconds between clip starts")
-    parser.add_argument("--top-n", type=int, default=20, help="clips at most")
-    parser.add_argument("--pad-before", type=float, default=0.0, help="seconds added before")
-    parser.add_argument("--pad-after", type=float, default=0.0, help="seconds added after")
-    parser.add_argument("--copy", action="store_true", help="fast stream copy (keyframe cuts)")
-    parser.add_argument("--no-clips", action="store_true", help="write the tables only")
-    parser.add_argument("--keep-stems", action="store_true", help="also write stems/*.wav")
-    parser.add_argument("--no-cache", action="store_true", help="do not reuse cached features")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--batch-size", type=int, help="windows per forward pass")
+    pick.add_argument(
+        "--percentile",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"keep windows ≥ this pct ({S.percentile:g})",
+    )
+    pick.add_argument(
+        "--threshold",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="keep windows ≥ this probability instead",
+    )
+    flag(
+        "--nms", dest="nms_sec", type=float, help=f"min seconds between clip starts ({S.nms_sec:g})"
+    )
+    flag("--top-n", type=int, help=f"clips at most ({S.top_n})")
+    flag("--pad-before", type=float, help="seconds added before each clip (0)")
+    flag("--pad-after", type=float, help="seconds added after each clip (0)")
+    flag("--copy", action="store_true", help="fast stream copy (keyframe cuts)")
+    flag("--no-clips", dest="clips", action="store_false", help="write the tables only")
+    flag("--keep-stems", action="store_true", help="also write stems/*.wav")
+    flag("--no-cache", dest="use_cache", action="store_false", help="do not reuse cached features")
+    flag("--device", choices=DEVICES, help=f"where the models run ({A.device})")
+    flag("--precision", choices=PRECISIONS, help=f"separation precision ({A.precision})")
+    flag("--batch-size", type=int, help="windows per forward pass (default: per device)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from .media import format_timestamp
-    from .pipeline import analyze
+    from .pipeline import detect
+    from .settings import AnalysisSettings, Selection
 
+    settings, chosen = AnalysisSettings.pick(vars(args)), Selection.pick(vars(args))
     bar = None if args.quiet else ProgressBar()
     try:
-        result = analyze(
-            args.input,
-            out_dir=args.out,
-            progress=bar,
-            weights=args.weights,
-            separator=args.separator,
-            separator_repo=args.separator_repo,
-            tracks=args.tracks,
-            window_sec=args.window,
-            stride_sec=args.stride,
-            percentile=args.percentile,
-            threshold=args.threshold,
-            nms_sec=args.nms,
-            top_n=args.top_n,
-            pad_before=args.pad_before,
-            pad_after=args.pad_after,
-            copy=args.copy,
-            clips=not args.no_clips,
-            keep_stems=args.keep_stems,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            use_cache=not args.no_cache,
-        )
+        result = detect(args.input, settings, chosen, out_dir=args.out, progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -171,25 +171,10 @@ def _commands() -> dict[str, tuple[str, Callable, Callable]]:
             run_export,
         ),
     }
-    try:
-        from .training import commands as training
-    except ImportError:  # the training extras are optional for the command line
-        return commands
-    commands["preprocess"] = (
-        "media clips → training features (.pt)",
-        training.add_preprocess_arguments,
-        training.run_preprocess,
-    )
-    commands["train"] = (
-        "train the CRNN (torchrun for several processes)",
-        training.add_train_arguments,
-        training.run_train,
-    )
-    commands["evaluate"] = (
-        "measure a checkpoint on a data set",
-        training.add_evaluate_arguments,
-        training.run_evaluate,
-    )
+    from .training.commands import COMMANDS
+
+    for name, (add_arguments, run, help_text) in COMMANDS.items():
+        commands[name] = (help_text, add_arguments, run)
     return commands
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 
-import librosa
 import numpy as np
 import soxr
 import torch
@@ -30,6 +29,8 @@ HALF_WINDOW = N_FFT // 2  # samples of context a centred frame needs on each sid
 @functools.lru_cache(maxsize=8)
 def _mel_filters(device: str) -> torch.Tensor:
     """(80, 513) Slaney-normalised mel filter bank, exactly librosa's."""
+    import librosa  # here, not at the top: loading the model alone needs no librosa
+
     filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
     return torch.from_numpy(filters).to(device)
 

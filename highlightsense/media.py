@@ -96,17 +96,6 @@ class MediaInfo:
     has_video: bool  # a real picture stream (cover art does not count)
 
 
-def format_timestamp(seconds: float) -> str:
-    """Whole seconds as ``HH:MM:SS`` (rounded down; hours keep counting past 24)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(
-            f"a timestamp needs a finite, non-negative number of seconds, got {seconds}"
-        )
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
 # --- finding the tools -------------------------------------------------------------------------
 
 

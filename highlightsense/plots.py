@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .media import format_timestamp
+from .timecode import format_timestamp
 
 SCORE_COLOR = "#6d28d9"
 THRESHOLD_COLOR = "#dc2626"

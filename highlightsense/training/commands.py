@@ -1,8 +1,8 @@
 """Command-line faces of the training tools: ``train``, ``evaluate`` and ``preprocess``.
 
 Each command is a pair, ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> exit code``,
-mounted by ``highlightsense.cli`` (``highlightsense train …``) and by this package's own
-``python -m highlightsense.training …``. Library errors propagate: the caller turns a
+mounted by ``highlightsense.cli`` (``highlightsense train …``, ``python -m highlightsense train …``,
+``torchrun … -m highlightsense train …``). Library errors propagate: the caller turns a
 :class:`~highlightsense.errors.UserError` into one line and exit code 2.
 """
 
@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from ..files import write_atomic
 from ..model import ModelConfig
-from .report import to_json, write_atomic
+from .report import to_json
 from .train import AMP_MODES, TrainConfig
 
 DEFAULT_RUN_DIR = Path("runs") / "highlightsense"
@@ -65,7 +66,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "data_dir", type=Path, help="folder holding base/Positive and base/Negative"
     )
     parser.add_argument(
+        "-o",
+        "--out",
         "--run-dir",
+        dest="run_dir",
         type=Path,
         default=DEFAULT_RUN_DIR,
         help=f"where checkpoints, metrics and plots go (default: {DEFAULT_RUN_DIR})",

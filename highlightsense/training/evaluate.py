@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 
 from .. import weights as weights_module
 from ..errors import SettingsError
+from ..runtime import resolve_device
 from .data import SPLIT_SEED, VAL_FRACTION, ClipDataset, find_samples, stratified_split
 from .metrics import THRESHOLD, classification_metrics
-from .train import predict, resolve_amp, resolve_device
+from .train import predict, resolve_amp
 
 SPLITS = ("all", "val", "train")
 

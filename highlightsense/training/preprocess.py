@@ -1,6 +1,6 @@
 """Media clips → a training data set: one feature file per clip, in the SPEC §6 layout.
 
-Each clip goes through the app's own chain (:func:`highlightsense.pipeline.compute_features`:
+Each clip goes through the app's own chain (:meth:`highlightsense.engine.Engine.features`:
 decode → Demucs two stems → mono 22 050 Hz log-mel), so training features are exactly what
 inference sees, and lands as ``DATA_DIR/base/<Positive|Negative>/<game>/<clip>.pt`` holding
 ``{'tensor': (2, 80, T ≤ 2584) float32, 'clip_name', 'game', 'label': 1 | 0}``.
@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 
-from .. import media, pipeline
+from .. import media
+from ..engine import Engine
 from ..errors import DataError, MediaError, ToolError
+from ..files import atomic_path
+from ..runtime import resolve_device
+from ..settings import AnalysisSettings
 from .data import TRAIN_FRAMES
-from .train import resolve_device
 
 LABELS = {"positive": 1, "negative": 0}  # --label → the label stored in each file
 CLASS_FOLDERS = {1: "Positive", 0: "Negative"}
@@ -89,12 +92,8 @@ def targets(
 
 def _save(package: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.pt: never taken for data
-    try:
-        torch.save(package, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as temporary:  # hidden while written: never taken for data
+        torch.save(package, temporary)
 
 
 def preprocess(
@@ -128,14 +127,14 @@ def preprocess(
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     mine = clips[rank::world]
     where = targets(clips, input_root, output_root, LABELS[label], game)
-    settings = pipeline.Settings(
+    settings = AnalysisSettings(
         separator=separator,
         separator_repo=separator_repo,
         precision=precision,
         batch_size=batch_size,
         use_cache=False,
     )
-    target_device = str(resolve_device(device, local_rank))
+    engine = Engine.create(settings, device=str(resolve_device(device, local_rank)))
     report = PreprocessReport(total=len(mine))
     for done, clip in enumerate(mine):
         path, clip_game = where[clip]
@@ -145,7 +144,7 @@ def preprocess(
             report.existing.append(path)
             continue
         try:
-            spec, _ = pipeline.compute_features(media.probe(clip), settings, device=target_device)
+            spec = engine.features(media.probe(clip))
         except (MediaError, ToolError) as exc:
             report.skipped.append((clip, str(exc)))
             continue

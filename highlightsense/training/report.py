@@ -10,26 +10,18 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..files import write_atomic
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
 LOSS_PLOT = "loss.html"
 PR_PLOT = "pr_curve.html"
 PLOTLY_JS = True  # embed plotly.js (~3.5 MB): the plots open offline
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_safe(value):

@@ -31,7 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..errors import DataError, SettingsError
+from ..files import atomic_path
 from ..model import CRNN, ModelConfig
+from ..runtime import resolve_device
 from . import report
 from .data import (
     SPLIT_SEED,
@@ -115,24 +117,6 @@ def _ranks_from_env() -> Ranks:
     )
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        warnings.warn("No CUDA GPU found: training on the CPU, which is slow.", stacklevel=3)
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SettingsError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SettingsError(f"Device {name} was asked for, but PyTorch sees no CUDA GPU.")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mode`` on ``device``, or None for full float32."""
     if mode not in AMP_MODES:
@@ -207,9 +191,8 @@ def published_checkpoint(model: CRNN, epochs: int) -> dict:
 
 
 def _save(package: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(package, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        torch.save(package, temporary)
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -327,6 +310,8 @@ def train(
     check_config(config)
     ranks = _ranks_from_env()
     device = resolve_device(config.device, ranks.local_rank)
+    if device.type == "cpu" and config.device == "auto":
+        warnings.warn("No CUDA GPU found: training on the CPU, which is slow.", stacklevel=2)
     joined = False
     if ranks.world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

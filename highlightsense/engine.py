@@ -1,0 +1,230 @@
+"""The engine: models, device and plan resolved once from the analysis settings, then
+:meth:`Engine.analyze` turns a VOD into every window's score (the way ``demucs.api.Separator`` or
+whisper's ``load_model`` + ``transcribe`` work).
+
+An engine is small and cheap to pickle (names, paths and the plan): ZeroGPU pickles what it sends
+to the process holding the GPU, and the models themselves stay behind the per-process caches of
+:func:`highlightsense.weights.load` and :func:`highlightsense.stems.load_separator`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import cache, extract, features, media, scoring, slices, sources, stems, weights
+from .errors import SettingsError
+from .files import cache_dir
+from .progress import STAGE_WEIGHTS, Progress, Stages
+from .results import Analysis
+from .runtime import Plan, resolve_device, torch_threads, trimming_progress
+from .settings import AnalysisSettings
+
+# gpu(vod_seconds, fn, *args) → fn(*args), run where the GPU is; vod_seconds is how much of the
+# VOD the call covers, so a per-call time limit can be sized without looking inside the call.
+GpuRunner = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Analysis settings resolved: the device and the plan, and (on first use) the weights file."""
+
+    settings: AnalysisSettings
+    device: str  # resolved: "cpu", "cuda:0", …
+    plan: Plan
+
+    @classmethod
+    def create(
+        cls, settings: AnalysisSettings | None = None, *, device: str | None = None
+    ) -> Engine:
+        """Resolve ``settings`` (defaults when None). ``device``, when given, is taken as already
+        resolved (ZeroGPU lends its GPU only inside its calls, so it cannot be probed before)."""
+        settings = settings or AnalysisSettings()
+        resolved = device or str(resolve_device(settings.device))
+        plan = Plan.for_device(resolved, settings.batch_size)
+        return cls(settings, resolved, plan)
+
+    # --- the models, loaded once per process ----------------------------------------------
+
+    @functools.cached_property
+    def weights(self) -> Path:
+        """The weights file or folder, resolved once (finding the default may download it; an
+        engine that only separates, for preprocessing, never asks)."""
+        return weights.resolve(self.settings.weights).resolve()
+
+    @property
+    def model(self) -> weights.LoadedModel:
+        return weights.load(self.weights, self.device)
+
+    @property
+    def separator(self) -> stems.Separator | None:
+        """Demucs, or None when the file's own tracks are the voice and the game."""
+        if self.settings.tracks is not None:
+            return None
+        s = self.settings
+        return stems.load_separator(s.separator_name, s.separator_folder, device=self.device)
+
+    @property
+    def producer(self) -> str:
+        """What makes the stems: the separator's identity, or the tracks used."""
+        if self.settings.tracks is not None:
+            voice, game = self.settings.tracks
+            return f"tracks:voice={voice},game={game}"
+        return self.separator.identity
+
+    def load(self) -> Engine:
+        """Load both models now (they are cached), so a bad file fails before any work."""
+        _ = self.model, self.separator
+        return self
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    def features(
+        self,
+        info: media.MediaInfo,
+        progress: Progress | None = None,
+        stems_dir: Path | None = None,
+    ) -> np.ndarray:
+        """media → (2, 80, T) float32 log-mel (voice, game), in one streaming pass."""
+        stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
+        separator = self.separator
+        if separator is None:
+            voice, game = (track - 1 for track in self.settings.tracks)
+            pairs = extract.from_tracks(info, voice, game, stages("separate"))
+            rate, frames = extract.TRACKS_RATE, None  # the length is known only at the end
+        else:
+            mix = extract.measure_mix(info, separator.samplerate, stages("read"))
+            pairs = extract.separated(
+                info, separator, mix, self.plan, self.settings.precision, stages("separate")
+            )
+            rate, frames = mix.rate, mix.frames
+        with torch_threads(self.plan.threads):  # the pairs are made lazily inside this block
+            return extract.to_features(pairs, rate, self.device, frames, stems_dir)
+
+    def features_range(
+        self, info: media.MediaInfo, mix: extract.Mix, frames: tuple[int, int | None]
+    ) -> np.ndarray:
+        """Frames [start, end) of :meth:`features`' result (see :mod:`highlightsense.slices`)."""
+        return slices.features_range(
+            info, self.separator, mix, frames, self.plan, self.settings.precision, self.device
+        )
+
+    def _features_in_slices(
+        self, info: media.MediaInfo, progress: Progress, gpu: GpuRunner, slice_sec: float
+    ) -> np.ndarray:
+        """The whole track's features as consecutive slices, each computed in one GPU call."""
+        stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
+        mix = extract.measure_mix(info, self.separator.samplerate, stages("read"))
+        slice_frames = max(1, round(slice_sec * features.FRAMES_PER_SECOND))
+        planned = slices.plan_slices(mix.frames, slice_frames)
+        report = stages("separate")
+        pieces = []
+        for number, frames in enumerate(planned, start=1):
+            report(
+                (number - 1) / len(planned),
+                f"Separating voice and game, part {number} of {len(planned)}",
+            )
+            end = mix.frames if frames[1] is None else frames[1]
+            seconds = (end - frames[0]) / features.FRAMES_PER_SECOND
+            pieces.append(gpu(seconds, self.features_range, info, mix, frames))
+        report(1.0, "Separated voice and game")
+        return np.concatenate(pieces, axis=2)
+
+    def score(self, spec: np.ndarray, progress: Progress | None = None) -> scoring.Scores:
+        """(2, 80, T) features → every window's probability and attention."""
+        with torch_threads(self.plan.threads):
+            return scoring.score(
+                self.model.model,
+                torch.from_numpy(spec),
+                window_sec=self.settings.window_sec,
+                stride_sec=self.settings.stride_sec,
+                batch_size=self.plan.windows,
+                workers=self.plan.workers,
+                # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
+                precision=self.settings.precision if self.device != "cpu" else "fp32",
+                keep_attention=True,
+                progress=trimming_progress(progress),
+            )
+
+    def analyze(
+        self,
+        source: str | os.PathLike,
+        *,
+        progress: Progress | None = None,
+        stems_dir: Path | None = None,
+        download_dir: Path | None = None,
+        gpu: GpuRunner | None = None,
+        slice_sec: float = slices.SLICE_SEC,
+    ) -> Analysis:
+        """Fetch (for a link), probe, separate, featurize (or load the cache) and score every
+        window of ``source``.
+
+        With ``gpu`` (on ZeroGPU, a ``spaces.GPU`` function) separation runs in slices of
+        ``slice_sec`` seconds of VOD, one call each, so each call fits a per-call time limit,
+        and scoring in one more call. Without it, one streaming pass does everything here.
+        """
+        text = str(source)
+        is_url = sources.is_url(text)
+        weights_ = {"fetch": STAGE_WEIGHTS["fetch"] if is_url else 0.0}
+        weights_ |= {"features": STAGE_WEIGHTS["read"] + STAGE_WEIGHTS["separate"]}
+        stages = Stages(progress, weights_ | {"score": STAGE_WEIGHTS["score"]})
+        seconds: dict[str, float] = {}
+        began = time.perf_counter()
+        if is_url:
+            folder = download_dir or cache_dir() / "downloads"
+            path = sources.fetch(text, folder, progress=stages("fetch"))
+        else:
+            path = Path(text).expanduser()
+        info = media.probe(path)
+        tracks = self.settings.tracks
+        if tracks is not None and max(tracks) > len(info.audio_streams):
+            raise SettingsError(
+                f"{path.name} has {len(info.audio_streams)} audio track(s); choose voice and game "
+                f"tracks between 1 and {len(info.audio_streams)}."
+            )
+        self.load()  # fail on bad models before separating
+        seconds["probe"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        key, spec = None, None
+        if self.settings.use_cache:
+            key = cache.feature_key(cache.content_hash(path), self.producer)
+            if stems_dir is None:  # stems were asked for: separate again to write them
+                spec = cache.load(key)
+        from_cache = spec is not None
+        if spec is None:
+            sliced = gpu is not None and tracks is None and stems_dir is None
+            if sliced and slices.can_slice(self.separator.samplerate):
+                spec = self._features_in_slices(info, stages("features"), gpu, slice_sec)
+            else:
+                spec = self.features(info, stages("features"), stems_dir)
+            if key is not None:
+                cache.store(key, spec)
+        seconds["separate+features"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        if gpu is None:
+            scores = self.score(spec, stages("score"))
+        else:
+            scores = gpu(spec.shape[-1] / features.FRAMES_PER_SECOND, self.score, spec)
+        seconds["score"] = time.perf_counter() - began
+        return Analysis(
+            source=path,
+            info=info,
+            windows=scores.windows,
+            attention=scores.attention,
+            loudness=extract.loudness(spec),
+            model_identity=self.model.identity,
+            producer=self.producer,
+            settings=self.settings,
+            seconds=seconds,
+            features_from_cache=from_cache,
+        )

@@ -1,0 +1,126 @@
+"""The files of a result: the clips (cut once into a store, linked under their rank names) and
+the tables: scores.csv, highlights.csv, highlights.json and scores.html."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import clips
+from .plots import score_figure
+from .progress import Progress
+from .results import Analysis, Highlight, Result
+from .timecode import format_timestamp
+
+HIGHLIGHT_FIELDS = (
+    "rank", "start_sec", "end_sec", "start_ts", "end_ts", "duration_sec", "confidence", "clip_path",
+)  # fmt: skip
+
+
+def clip_extension(analysis: Analysis) -> str:
+    return ".mp4" if analysis.info.has_video else ".m4a"
+
+
+def _store_name(highlight: Highlight, copy: bool, extension: str) -> str:
+    start_ms, end_ms = round(highlight.start_sec * 1000), round(highlight.end_sec * 1000)
+    return f"span_{start_ms}_{end_ms}_{'copy' if copy else 'exact'}{extension}"
+
+
+def cut_highlights(
+    analysis: Analysis,
+    highlights: list[Highlight],
+    store: Path,
+    *,
+    copy: bool,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Clip files for ``highlights`` in ``store``, cutting only spans not cut before."""
+    extension = clip_extension(analysis)
+    targets = [store / _store_name(h, copy, extension) for h in highlights]
+    missing = [(h, t) for h, t in zip(highlights, targets, strict=True) if not t.exists()]
+    if missing:
+        clips.cut_clips(
+            analysis.info,
+            [(h.start_sec, h.end_sec) for h, _ in missing],
+            store,
+            copy=copy,
+            names=[t.name for _, t in missing],
+            progress=progress,
+        )
+    return targets
+
+
+def link_clips(cut: list[Path], folder: Path) -> list[Path]:
+    """The cut files under their rank names (``highlight_01.mp4`` …) in ``folder``: hard links
+    where the file system allows, copies elsewhere."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = clips.clip_names(len(cut), cut[0].suffix if cut else ".mp4")
+    targets = [folder / name for name in names]
+    for source, target in zip(cut, targets, strict=True):
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(source, target)
+    return targets
+
+
+def highlight_rows(result: Result, out_dir: Path) -> list[dict]:
+    rows = []
+    for i, h in enumerate(result.highlights):
+        clip = result.clip_paths[i] if i < len(result.clip_paths) else None
+        rows.append(
+            {
+                "rank": h.rank,
+                "start_sec": round(h.start_sec, 3),
+                "end_sec": round(h.end_sec, 3),
+                "start_ts": format_timestamp(h.start_sec),
+                "end_ts": format_timestamp(h.end_sec),
+                "duration_sec": round(h.end_sec - h.start_sec, 3),
+                "confidence": round(h.confidence, 6),
+                "clip_path": str(clip.relative_to(out_dir)) if clip else "",
+            }
+        )
+    return rows
+
+
+def write_tables(result: Result, out_dir: Path) -> None:
+    """scores.csv, highlights.csv, highlights.json and scores.html into ``out_dir``."""
+    analysis = result.analysis
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "scores.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["window_index", "start_sec", "end_sec", "confidence"])
+        for i, (start, end, p) in enumerate(analysis.windows):
+            writer.writerow([i, f"{start:.3f}", f"{end:.3f}", f"{p:.6f}"])
+    rows = highlight_rows(result, out_dir)
+    with open(out_dir / "highlights.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(HIGHLIGHT_FIELDS))
+        writer.writeheader()
+        writer.writerows(rows)
+    # names only, no folders: the file may be served to someone else than the one who ran it
+    settings = dataclasses.asdict(analysis.settings) | dataclasses.asdict(result.selection)
+    for key in ("weights", "separator_repo"):
+        settings[key] = Path(settings[key]).name if settings[key] else None
+    summary = {
+        "input": analysis.source.name,
+        "input_duration_sec": round(analysis.duration, 3),
+        "model": analysis.model_identity,
+        "separator": analysis.producer,
+        "settings": settings,
+        "windows": len(analysis.windows),
+        "threshold": result.threshold,
+        "windows_above_threshold": result.above,
+        "features_from_cache": analysis.features_from_cache,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "highlights": rows,
+    }
+    (out_dir / "highlights.json").write_text(json.dumps(summary, indent=2) + "\n")
+    figure = score_figure(
+        analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration
+    )
+    figure.write_html(out_dir / "scores.html", include_plotlyjs=True, full_html=True)

@@ -1,0 +1,60 @@
+"""What a run produces: the :class:`Analysis` (the expensive part), the chosen
+:class:`Highlight`s and the :class:`Result` of selecting and rendering them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .media import MediaInfo
+from .settings import AnalysisSettings, Selection
+
+
+@dataclass
+class Analysis:
+    """Every window's score and what explains it: enough to select and cut clips again, with
+    other :class:`~highlightsense.settings.Selection` values, without analysing again."""
+
+    source: Path
+    info: MediaInfo
+    windows: np.ndarray  # (N, 3) start_sec, end_sec, probability
+    attention: np.ndarray  # (N, S) attention over the GRU steps of each window
+    loudness: np.ndarray  # (2, T) voice and game loudness in dB per feature frame
+    model_identity: str
+    producer: str  # separator identity, or the audio tracks used
+    settings: AnalysisSettings  # what the scores were made with
+    seconds: dict[str, float] = field(default_factory=dict)  # per-stage wall time
+    features_from_cache: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.info.duration
+
+
+@dataclass(frozen=True)
+class Highlight:
+    rank: int
+    window: int  # index into Analysis.windows
+    start_sec: float  # clip start, padding included
+    end_sec: float
+    confidence: float  # the window's probability
+
+
+@dataclass
+class Result:
+    """What selecting (and rendering) produced. ``out_dir`` holds the files listed in the README."""
+
+    analysis: Analysis
+    selection: Selection
+    highlights: list[Highlight]
+    threshold: float
+    above: int  # windows at or above the threshold before NMS
+    clip_paths: list[Path] = field(default_factory=list)
+    out_dir: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # analysis stages + rendering
+
+    @property
+    def windows(self) -> np.ndarray:
+        return self.analysis.windows

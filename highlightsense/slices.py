@@ -1,0 +1,96 @@
+"""Long VODs in slices, for GPUs lent one call at a time (ZeroGPU): each slice of the features
+is computed in its own call, separating only around it, and the slices join exactly.
+
+Demucs runs from a point of its own segment grid at least two segments before a slice, so every
+segment that touches the slice's samples sees exactly what it sees in a whole-track run; the
+resampler and the centred frames get their own context. Up to float rounding the slices of a
+track concatenate to the whole-track features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from . import features, media, stems
+from .extract import CHUNK_SECONDS, Mix, to_features
+from .runtime import Plan
+
+SLICE_SEC = 1200.0  # s of VOD separated per call by default
+CONTEXT_FRAMES = 8  # feature frames of resampler + half-window context on each side
+
+
+def can_slice(rate: int) -> bool:
+    """Slices join exactly only where feature frames fall on whole mix samples."""
+    return rate % features.SAMPLE_RATE == 0
+
+
+def plan_slices(frames: int, slice_frames: int) -> list[tuple[int, int | None]]:
+    """[start, end) frame ranges of at most ``slice_frames`` covering ``frames`` frames; the last
+    one is open (None), so it reaches the true end whatever the estimate of ``frames``."""
+    starts = list(range(0, frames, slice_frames)) or [0]
+    ends: list[int | None] = [*starts[1:], None]
+    return list(zip(starts, ends, strict=True))
+
+
+def _sample_range(chunks: Iterator[np.ndarray], start: int, end: int) -> Iterator[np.ndarray]:
+    """Samples [start, end) of a stream of (C, n) chunks."""
+    position = 0
+    for chunk in chunks:
+        n = chunk.shape[1]
+        lo, hi = max(start - position, 0), min(end - position, n)
+        if hi > lo:
+            yield chunk[:, lo:hi]
+        position += n
+        if position >= end:
+            return
+
+
+def _drop_leading(pairs: Iterator[tuple], count: int) -> Iterator[tuple]:
+    for voice, game in pairs:
+        cut = min(count, voice.shape[1])
+        count -= cut
+        if voice.shape[1] > cut:
+            yield voice[:, cut:], game[:, cut:]
+
+
+def features_range(
+    info: media.MediaInfo,
+    separator: stems.Separator,
+    mix: Mix,
+    frames: tuple[int, int | None],
+    plan: Plan,
+    precision: str,
+    device: str,
+) -> np.ndarray:
+    """Frames [start, end) of the whole track's features (end None: to the end), separating
+    only around them."""
+    start, end = frames
+    frame_samples = features.HOP * mix.rate // features.SAMPLE_RATE
+    context = CONTEXT_FRAMES * frame_samples
+    segment = int(separator.samplerate * separator.segment)
+    stride = int((1 - stems.OVERLAP) * segment)
+    first_needed = frame_samples * start - context
+    begin = max(0, (first_needed - 2 * segment) // stride * stride) if first_needed > 0 else 0
+    stop = (
+        mix.samples
+        if end is None
+        else min(mix.samples, frame_samples * end + context + 2 * segment)
+    )
+    chunks = media.read_audio(info, sample_rate=mix.rate, chunk_seconds=CHUNK_SECONDS)
+    with contextlib.closing(chunks):
+        pairs = stems.separate_stream(
+            separator,
+            _sample_range(chunks, begin, stop),
+            total_samples=stop - begin,
+            mean=mix.mean,
+            std=mix.std,
+            batch_size=plan.segments,
+            precision=precision,
+        )
+        on_grid = -(-begin // frame_samples) * frame_samples  # first frame-aligned sample
+        local = to_features(_drop_leading(iter(pairs), on_grid - begin), mix.rate, device)
+    offset = on_grid // frame_samples
+    return local[:, :, start - offset : None if end is None else end - offset]
