@@ -163,12 +163,16 @@ def score(
 
 def score_windows(
     model: CRNN,
-    spec: torch.Tensor,
+    spec: np.ndarray | torch.Tensor,
     window_sec: float = WINDOW_SEC,
     stride_sec: float = STRIDE_SEC,
     batch_size: int = BATCH_SIZE,
 ) -> np.ndarray:
-    """spec: (2, 80, T) → float array (N, 3) of start_sec, end_sec, probability."""
+    """spec: (2, 80, T) numpy or torch → float array (N, 3) of start_sec, end_sec, probability."""
     return score(
-        model, spec, window_sec=window_sec, stride_sec=stride_sec, batch_size=batch_size
+        model,
+        torch.as_tensor(spec),
+        window_sec=window_sec,
+        stride_sec=stride_sec,
+        batch_size=batch_size,
     ).windows

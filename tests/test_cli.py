@@ -15,6 +15,7 @@ import pytest
 from conftest import ffmpeg_binary, make_media
 
 from highlightsense import cli, media
+from highlightsense.timecode import format_timestamp
 
 
 def run_cli(
@@ -94,7 +95,7 @@ def test_end_to_end_outputs(two_minute_run):
         window_start = round(float(row["start_sec"]) + 1, 3)  # 1 s of padding before
         if float(row["start_sec"]) > 0:
             assert by_start[window_start] == pytest.approx(float(row["confidence"]), abs=1e-6)
-        assert row["start_ts"] == media.format_timestamp(float(row["start_sec"]))
+        assert row["start_ts"] == format_timestamp(float(row["start_sec"]))
         duration = float(row["end_sec"]) - float(row["start_sec"])
         assert float(row["duration_sec"]) == pytest.approx(duration, abs=1e-3)
 

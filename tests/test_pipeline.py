@@ -1,24 +1,35 @@
-"""The pipeline in-process: slices for GPU calls equal the one-pass features; progress; cancel."""
+"""The pipeline in-process: the engine, slices for GPU calls equal the one-pass features,
+progress and cancel, and what the restructuring fixed."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
+import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_media
+from demucs.states import save_with_checksum
+from demucs_fixtures import SOURCES, demucs_package
 
-from highlightsense import media, pipeline
+from highlightsense import extract, media, outputs, pipeline, scoring, slices
+from highlightsense.engine import Engine
 from highlightsense.errors import Cancelled
+from highlightsense.results import Analysis
+from highlightsense.settings import AnalysisSettings, Selection
 
 
 @pytest.fixture(scope="module")
 def settings(tiny_separator, checkpoint):
     repo, name = tiny_separator
-    return pipeline.Settings(
-        weights=str(checkpoint), separator=name, separator_repo=str(repo), use_cache=False,
-        slice_sec=60.0,
-    )  # fmt: skip
+    return AnalysisSettings(
+        weights=str(checkpoint), separator=name, separator_repo=str(repo), use_cache=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +38,20 @@ def vod(tmp_path_factory):
 
 
 def test_plan_slices_cover_every_frame_once():
-    assert pipeline.plan_slices(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert pipeline.plan_slices(3, 100) == [(0, 3)]
+    assert slices.plan_slices(10, 4) == [(0, 4), (4, 8), (8, None)]
+    assert slices.plan_slices(3, 100) == [(0, None)]
 
 
 def test_slices_concatenate_to_the_whole_track_features(vod, settings):
     info = media.probe(vod)
-    whole, _ = pipeline.compute_features(info, settings)
-    mix = pipeline.measure_mix(info)
+    engine = Engine.create(settings)
+    whole = engine.features(info)
+    mix = extract.measure_mix(info, engine.separator.samplerate)
     assert mix.frames == whole.shape[2]
     # slice edges placed off the Demucs and frame grids on purpose
-    edges = [0, 1111, 3900, mix.frames]
+    edges = [0, 1111, 3900, None]
     parts = [
-        pipeline.features_range(info, settings, mix, (a, b))
-        for a, b in zip(edges, edges[1:], strict=False)
+        engine.features_range(info, mix, (a, b)) for a, b in zip(edges, edges[1:], strict=False)
     ]
     sliced = np.concatenate(parts, axis=2)
     assert sliced.shape == whole.shape
@@ -48,18 +59,22 @@ def test_slices_concatenate_to_the_whole_track_features(vod, settings):
     assert np.abs(sliced - whole)[above].max() < 1e-3
 
 
-def test_gpu_runner_path_gives_the_same_scores(vod, settings):
-    """The ZeroGPU path: every call's arguments and result go through pickle, as they do there."""
+def test_engine_pickles_small_and_gpu_runner_path_gives_the_same_scores(vod, settings):
+    """The ZeroGPU path: every call's arguments and result go through pickle, as they do there,
+    and each call says how many seconds of VOD it covers (what its time limit is sized from)."""
+    engine = Engine.create(settings)
+    assert len(pickle.dumps(engine)) < 2000  # names, paths and the plan: no model inside
     calls = []
 
-    def gpu(fn, *args):
-        calls.append(fn.__name__)
-        args = pickle.loads(pickle.dumps(args))
+    def gpu(seconds, fn, *args):
+        calls.append((fn.__name__, round(seconds)))
+        fn, args = pickle.loads(pickle.dumps((fn, args)))
         return pickle.loads(pickle.dumps(fn(*args)))
 
-    plain = pipeline.analyze_source(vod, settings)
-    sliced = pipeline.analyze_source(vod, settings, gpu=gpu)
-    assert calls == ["features_range"] * 3 + ["score_features"]  # 125 s in 60 s slices
+    plain = engine.analyze(vod)
+    sliced = engine.analyze(vod, gpu=gpu, slice_sec=60.0)
+    assert calls == [("features_range", 60), ("features_range", 60), ("features_range", 5),
+                     ("score", 125)]  # fmt: skip
     np.testing.assert_allclose(sliced.windows, plain.windows, atol=1e-4)
 
 
@@ -85,3 +100,98 @@ def test_progress_is_monotonic_and_raising_in_it_cancels(vod, settings, tmp_path
         )
     assert not (tmp_path / "cancelled").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ok"]  # no staging folder left behind
+
+
+def test_unknown_settings_are_refused():
+    from highlightsense.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="slice_sec"):
+        pipeline.analyze("vod.mp4", slice_sec=60)
+
+
+# --- bugs fixed by the restructuring ----------------------------------------------------------
+
+
+def _fake_analysis(tmp_path: Path, count: int) -> Analysis:
+    """An analysis of ``count`` scored, non-overlapping windows of a (never read) video."""
+    info = media.MediaInfo(tmp_path / "vod.mp4", "mov", count * 10.0, 1, [], has_video=True)
+    starts = np.arange(count) * 10.0
+    windows = np.stack([starts, starts + 5, np.linspace(0.9, 0.1, count)], axis=1)
+    return Analysis(
+        source=info.path, info=info, windows=windows, attention=np.zeros((count, 4)),
+        loudness=np.zeros((2, 8)), model_identity="m", producer="p",
+        settings=AnalysisSettings(), seconds={"probe": 0.5},
+    )  # fmt: skip
+
+
+def test_render_names_more_than_99_clips_so_they_sort(tmp_path):
+    """render named clips highlight_{rank:02d}: highlight_100 sorted before highlight_11."""
+    analysis = _fake_analysis(tmp_path, 120)
+    chosen = Selection(percentile=0, nms_sec=0, top_n=120)
+    store = tmp_path / "store"
+    store.mkdir()
+    highlights, _, _ = pipeline.choose(analysis, chosen)
+    for h in highlights:  # already cut: render only links them
+        (store / outputs._store_name(h, False, ".mp4")).write_bytes(b"%d" % h.rank)
+    result = pipeline.render(analysis, chosen, tmp_path / "out", store=store)
+    names = [p.name for p in result.clip_paths]
+    assert names[0] == "highlight_001.mp4" and names[-1] == "highlight_120.mp4"
+    assert sorted(names) == names
+    assert (tmp_path / "out" / "clips" / "highlight_100.mp4").read_bytes() == b"100"
+
+
+def test_rendering_time_reaches_highlights_json(tmp_path):
+    """seconds["clips+tables"] used to be set after highlights.json was written."""
+    analysis = _fake_analysis(tmp_path, 5)
+    pipeline.render(analysis, Selection(clips=False), tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "highlights.json").read_text())
+    assert set(summary["seconds"]) == {"probe", "clips"}
+    assert summary["settings"]["top_n"] == Selection.top_n
+    assert summary["settings"]["window_sec"] == AnalysisSettings.window_sec
+
+
+def test_score_windows_accepts_numpy_and_torch():
+    from model_fixtures import random_crnn
+
+    model = random_crnn()
+    spec = np.random.default_rng(0).normal(-5, 2, (2, 80, 1500)).astype(np.float32)
+    from_numpy = scoring.score_windows(model, spec)
+    from_torch = scoring.score_windows(model, torch.from_numpy(spec))
+    np.testing.assert_array_equal(from_numpy, from_torch)
+    assert from_numpy.shape == (2, 3)
+
+
+def test_the_mix_is_decoded_at_the_separators_own_rate(tmp_path, checkpoint):
+    """A 48 kHz Demucs model got 44.1 kHz audio: the decoding rate was a constant."""
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    model = HTDemucs(sources=SOURCES, channels=4, depth=3, nfft=512, dconv_comp=2, t_layers=1,
+                     t_heads=2, segment=1.2, samplerate=48000).eval()  # fmt: skip
+    repo = tmp_path / "demucs48"
+    repo.mkdir()
+    save_with_checksum(demucs_package(model), repo / "48k00001.th")
+    (repo / "k48.yaml").write_text("models: ['48k00001']\n")
+    vod = make_media(tmp_path / "vod.mp4", 20, video=False)
+    settings = AnalysisSettings(weights=str(checkpoint), separator="k48", separator_repo=str(repo),
+                                use_cache=False)  # fmt: skip
+    engine = Engine.create(settings)
+    info = media.probe(vod)
+    spec = engine.features(info, stems_dir=tmp_path / "stems")
+    with wave.open(str(tmp_path / "stems" / "vocals.wav")) as stem:
+        assert stem.getframerate() == 48000
+        stem_frames = stem.getnframes()
+    assert stem_frames == pytest.approx(20 * 48000, abs=2048)  # AAC priming/padding aside
+    assert abs(spec.shape[-1] - extract.frames_for(stem_frames, 48000)) <= 1
+
+
+def test_loading_the_model_imports_no_heavy_library(checkpoint):
+    code = (
+        "import sys, highlightsense\n"
+        f"highlightsense.load_model({str(checkpoint)!r})\n"
+        "print(sorted(m for m in ('yt_dlp', 'demucs', 'gradio', 'plotly', 'librosa')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

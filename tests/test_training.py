@@ -17,12 +17,14 @@ import torch
 from conftest import make_media
 from scipy import stats
 
-from highlightsense import media, pipeline
+from highlightsense import media
+from highlightsense.cli import main as training_main
+from highlightsense.engine import Engine
 from highlightsense.errors import DataError, MediaError, SettingsError
 from highlightsense.model import CRNN, ModelConfig
+from highlightsense.settings import AnalysisSettings
 from highlightsense.training import data, metrics
 from highlightsense.training import preprocess as preprocess_module
-from highlightsense.training.__main__ import main as training_main
 from highlightsense.training.commands import add_train_arguments, train_config_from_args
 from highlightsense.training.evaluate import evaluate
 from highlightsense.training.preprocess import preprocess
@@ -430,7 +432,7 @@ def test_torchrun_two_processes(dataset: Path, tmp_path: Path):
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "highlightsense.training", "train", str(dataset), "--run-dir", str(run_dir),
+        "-m", "highlightsense", "train", str(dataset), "-o", str(run_dir),
         "--epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--num-workers", "0",
         "--device", "cpu", "--log-samples", *SMALL_ARGS,
     ]  # fmt: skip
@@ -481,9 +483,9 @@ def test_preprocess_writes_the_training_layout(
     assert [clip for clip, _ in report.skipped] == [clip_folder / "cs2" / "broken.mp4"]
     package = torch.load(ace, weights_only=True)
     assert (package["clip_name"], package["game"], package["label"]) == ("ace", "valorant", 1)
-    settings = pipeline.Settings(separator=name, separator_repo=str(repo), use_cache=False)
+    settings = AnalysisSettings(separator=name, separator_repo=str(repo), use_cache=False)
     info = media.probe(clip_folder / "valorant" / "ace.mp4")
-    expected = torch.from_numpy(pipeline.compute_features(info, settings)[0])
+    expected = torch.from_numpy(Engine.create(settings).features(info))
     assert expected.shape[2] > 120 and package["tensor"].dtype == torch.float32
     assert torch.equal(package["tensor"], expected[:, :, :120])  # the app's features, cut
     # 2 s ≈ 87 frames (AAC decoding may add a few samples at the end)
@@ -513,12 +515,12 @@ def test_preprocess_writes_the_training_layout(
 
 
 def test_preprocess_shards_clips_across_ranks(clip_folder, tmp_path, monkeypatch):
-    def fake_features(info, settings, device):  # the sharding is under test, not Demucs
+    def fake_features(self, info, progress=None, stems_dir=None):  # sharding under test
         if info.path.name == "broken.mp4":
             raise MediaError("broken")
-        return np.zeros((2, 80, 10), np.float32), "fake"
+        return np.zeros((2, 80, 10), np.float32)
 
-    monkeypatch.setattr(pipeline, "compute_features", fake_features)
+    monkeypatch.setattr(Engine, "features", fake_features)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     report = preprocess(clip_folder, tmp_path, label="negative", device="cpu")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .. import media
 from ..engine import Engine
 from ..errors import DataError, MediaError, ToolError
 from ..files import atomic_path
+from ..progress import Progress
 from ..runtime import resolve_device
 from ..settings import AnalysisSettings
 from .data import TRAIN_FRAMES
@@ -38,7 +38,6 @@ MEDIA_SUFFIXES = frozenset({
     ".wav", ".mp3", ".ogg", ".flac", ".aac",
 })  # fmt: skip
 
-Progress = Callable[[float, str], None]
 
 
 @dataclass

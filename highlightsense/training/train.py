@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from ..errors import DataError, SettingsError
 from ..files import atomic_path
 from ..model import CRNN, ModelConfig
+from ..progress import Progress
 from ..runtime import resolve_device
 from . import report
 from .data import (
@@ -52,7 +53,6 @@ SAMPLES_DIR = "samples"  # --log-samples: one file of drawn clips per rank
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOG_EVERY = 50  # training steps between progress messages
 
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
