@@ -82,9 +82,13 @@ def parse_region(text: str, width: int, height: int, *, what: str = "region") ->
             f"the {what} {text!r} is not four non-negative numbers x,y,w,h; "
             "give pixels like 0,0,480,270 or fractions of the frame like 0,0,0.25,0.25."
         )
+    x, y, w, h = values
     if all(v <= 1 for v in values):
-        values = [v * size for v, size in zip(values, (width, height, width, height), strict=True)]
-    x, y, w, h = (round(v) for v in values)
+        # Round the edges, not the sizes: "0.333,0,0.667,1" ends exactly at the right edge.
+        x, y, w, h = x * width, y * height, (x + w) * width, (y + h) * height
+        x, y, w, h = round(x), round(y), round(w) - round(x), round(h) - round(y)
+    else:
+        x, y, w, h = round(x), round(y), round(w), round(h)
     if x + w > width or y + h > height:
         raise SettingsError(
             f"the {what} {text!r} reaches past the {width}x{height} frame; "
@@ -133,8 +137,10 @@ def parse_layout(text: str) -> str:
 
 def crop_box(width: int, height: int, center_x: float | None) -> Region:
     """The biggest 9:16 rectangle of the frame, centred on ``center_x`` and kept inside it."""
-    w = min(width, round(height * WIDTH / HEIGHT))
-    h = min(height, round(w * HEIGHT / WIDTH))
+    if width * HEIGHT >= height * WIDTH:  # wider than 9:16: full height
+        w, h = max(1, round(height * WIDTH / HEIGHT)), height
+    else:  # narrower: full width
+        w, h = width, min(height, max(1, round(width * HEIGHT / WIDTH)))
     cx = width / 2 if center_x is None else center_x
     x = min(max(round(cx - w / 2), 0), width - w)
     return Region(x, (height - h) // 2, w, h)
