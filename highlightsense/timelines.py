@@ -164,10 +164,15 @@ def marker_name(item: Highlight) -> str:
 
 
 def build_timeline(
-    info: MediaInfo, highlights: Sequence[Highlight], *, order: str = "rank"
+    info: MediaInfo,
+    highlights: Sequence[Highlight],
+    *,
+    order: str = "rank",
+    media_url: str | None = None,
 ) -> otio.schema.Timeline:
     """The rough cut of ``highlights`` over the original file, one marker per highlight.
 
+    The media is referenced as ``media_url``, by default the file's absolute ``file://`` URL.
     Video sources get a picture track (with the markers) and a sound track; audio-only sources
     get one sound track (with the markers). Spans are clamped to the recording and rounded to
     whole frames of :func:`timeline_rate`.
@@ -186,7 +191,7 @@ def build_timeline(
     items = sorted(highlights, key=key)
     names = clip_names(max((h.rank for h in items), default=0), "")
     media = otio.schema.ExternalReference(
-        target_url=info.path.as_uri(), available_range=_range(0, total, rate_f)
+        target_url=media_url or info.path.as_uri(), available_range=_range(0, total, rate_f)
     )
     kinds = [otio.schema.TrackKind.Video] if info.has_video else []
     tracks = [
@@ -298,16 +303,19 @@ def write_timelines(
     highlights: Sequence[Highlight | Mapping[str, object]],
     *,
     order: str = "rank",
+    media_url: str | None = None,
 ) -> list[Path]:
     """Write each of ``kinds`` (keys of :data:`TIMELINE_FILES`) into ``out_dir``.
 
     ``highlights`` are :class:`Highlight` or table rows with rank, start_sec, end_sec,
-    confidence and optionally why. ``order`` ("rank" or "time") orders the rough cut. Each file
+    confidence and optionally why. ``order`` ("rank" or "time") orders the rough cut.
+    ``media_url`` replaces the file's absolute URL (the web app should pass the bare file name,
+    so downloads do not reveal the server's folders; the editor then asks to relink). Each file
     is written under a temporary name and renamed. Returns the paths written, in ``kinds`` order.
     """
     kinds = check_kinds(kinds)
     items = [as_highlight(item) for item in highlights]
-    timeline = build_timeline(info, items, order=order)
+    timeline = build_timeline(info, items, order=order, media_url=media_url)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for kind in kinds:

@@ -295,3 +295,13 @@ def test_chapters_follow_youtube_rules(spans: list[tuple[float, float]]) -> None
 
 def test_the_chapter_property_ran() -> None:
     assert reached["chapters"] >= 50
+
+
+def test_media_url_can_hide_the_folder(recording: media.MediaInfo, tmp_path: Path) -> None:
+    name = recording.path.name
+    paths = timelines.write_timelines(
+        ["otio", "fcp7xml", "fcpxml", "edl"], tmp_path, recording, HIGHLIGHTS, media_url=name
+    )
+    for path in paths:
+        text = path.read_text()
+        assert name in text and str(recording.path.parent) not in text
