@@ -66,10 +66,15 @@ def main() -> None:
         hours, minutes, seconds = (float(g or 0) for g in wall.groups())
         rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
         cpu = re.search(r"Percent of CPU this job got: (\d+)%", done.stderr)[1]
+        user, system = (
+            float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr)[1])
+            for kind in ("User", "System")
+        )
         print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
         print(
             f"{args.layout} clip of {args.seconds:g} s: "
-            f"{hours * 3600 + minutes * 60 + seconds:.1f} s wall, {cpu}% CPU, "
+            f"{hours * 3600 + minutes * 60 + seconds:.1f} s wall, {cpu}% CPU "
+            f"({user + system:.1f} CPU-seconds), "
             f"peak RSS {rss / 1024:.0f} MiB, {target.stat().st_size / 2**20:.1f} MiB written"
         )
 
