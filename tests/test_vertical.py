@@ -303,11 +303,12 @@ def test_the_region_properties_ran() -> None:
 def facecam_source(media_dir: Path) -> tuple[media.MediaInfo, tuple[int, int, int, int]]:
     """A 640x360 moving test picture with a photo of a face (the astronaut that scikit-image
     ships) in its top-right corner, and where that photo lies (x, y, w, h)."""
-    from PIL import Image
+    import cv2
     from skimage import data
 
     photo = media_dir / "astronaut.png"
-    Image.fromarray(data.astronaut()).resize((160, 160)).save(photo)
+    small = cv2.resize(data.astronaut(), (160, 160), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(photo), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     path = media_dir / "facecam.mp4"
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y",
