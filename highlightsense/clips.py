@@ -81,6 +81,7 @@ def _cut_one(
     copy: bool,
     stream: int,
     stop: threading.Event,
+    command: Callable[..., list[str]],
 ) -> Path:
     """Cut one clip to a temporary name beside ``target``, then rename it into place."""
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
@@ -92,7 +93,7 @@ def _cut_one(
     timeout = CUT_TIMEOUT + CUT_TIMEOUT_PER_SECOND * (span[1] - span[0])
     try:
         run_tool(
-            cut_command(info, span, partial, copy=copy, stream=stream),
+            command(info, span, partial, copy=copy, stream=stream),
             timeout=timeout,
             cancel=check_stop,
         )
@@ -133,13 +134,15 @@ def cut_clips(
     progress: Callable[[float, str], None] | None = None,
     names: Sequence[str] | None = None,
     stream: int = 0,
+    command: Callable[..., list[str]] = cut_command,
 ) -> list[Path]:
     """Cut each span (start_s, end_s) of the source into its own clip in ``out_dir``.
 
     ``spans`` are in rank order and clamped to the recording. Clips are re-encoded to H.264 +
     AAC (frame-accurate), or with ``copy`` stream-copied (fast, but they start at the keyframe
     before each span). Audio-only sources give ``.m4a`` clips. ``stream`` picks the audio track
-    (0 = the first). Returns the clip paths in rank order.
+    (0 = the first). ``command`` builds each clip's ffmpeg command, called like
+    :func:`cut_command` (the vertical layouts pass their own). Returns the clip paths in rank order.
 
     ``cancel`` and ``progress(fraction, message)`` are called on this thread; whatever either
     raises stops every ffmpeg run and removes partial files. Clips finished before that stay.
@@ -163,7 +166,7 @@ def cut_clips(
         thread_name_prefix="cut",
     ) as pool:
         futures = [
-            pool.submit(_cut_one, info, span, target, copy, stream, stop)
+            pool.submit(_cut_one, info, span, target, copy, stream, stop, command)
             for span, target in zip(spans, targets, strict=True)
         ]
         pending = set(futures)

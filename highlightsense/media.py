@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fractions
 import functools
 import json
 import math
@@ -43,6 +44,7 @@ FORMAT_WHITELIST = ",".join(ALLOWED_FORMATS)
 ACCEPTED_KINDS = "an mp4, mov, mkv, webm, flv, ts, wav, mp3, ogg, flac or aac file"
 
 MAX_DURATION = 24 * 3600.0  # s, longer "recordings" are broken or hostile headers
+MAX_FRAME_RATE = 1000  # frames/s; a higher rate in a header is broken, not a recording
 MAX_STREAMS = 16  # streams per file; real recordings have a handful
 SNIFF_BYTES = 4096  # bytes read to recognise text playlists before any tool runs
 
@@ -59,6 +61,7 @@ LOG_CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")  # ffmpeg's "[demuxer @ 
 PROBE_ENTRIES = (
     "format=format_name,duration,nb_streams"
     ":stream=index,codec_type,codec_name,channels,sample_rate,duration"
+    ",width,height,avg_frame_rate,r_frame_rate"
     ":stream_tags=title:stream_disposition=attached_pic"
 )
 
@@ -94,6 +97,9 @@ class MediaInfo:
     size: int  # bytes
     audio_streams: list[AudioStream]
     has_video: bool  # a real picture stream (cover art does not count)
+    width: int | None = None  # pixels of the picture stream; None for audio-only
+    height: int | None = None  # pixels of the picture stream; None for audio-only
+    frame_rate: fractions.Fraction | None = None  # frames/s (avg_frame_rate, else r_frame_rate)
 
 
 # --- finding the tools -------------------------------------------------------------------------
@@ -354,6 +360,20 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _positive_int(value: object) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number >= 1 else None
+
+
+def _rate(value: object) -> fractions.Fraction | None:
+    """ffprobe's "30000/1001" as a Fraction; None for "0/0", nonsense or a rate above 1000/s."""
+    try:
+        rate = fractions.Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if 0 < rate <= MAX_FRAME_RATE else None
+
+
 def input_args(info: MediaInfo) -> list[str]:
     """ffmpeg input options and ``-i`` for a probed file: file protocol and its demuxer only."""
     return [
@@ -421,11 +441,23 @@ def probe(path: str | Path) -> MediaInfo:
     ]
     if not any(a.channels > 0 and a.sample_rate > 0 for a in audio):
         raise MediaError(f"{shown} has no audio track; choose a recording that includes sound.")
-    has_video = any(
-        s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    pictures = [
+        s
         for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    picture = pictures[0] if pictures else {}
+    return MediaInfo(
+        path,
+        format_name,
+        duration,
+        size,
+        audio,
+        has_video=bool(pictures),
+        width=_positive_int(picture.get("width")),
+        height=_positive_int(picture.get("height")),
+        frame_rate=_rate(picture.get("avg_frame_rate")) or _rate(picture.get("r_frame_rate")),
     )
-    return MediaInfo(path, format_name, duration, size, audio, has_video)
 
 
 # --- decoding ----------------------------------------------------------------------------------
