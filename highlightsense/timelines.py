@@ -24,7 +24,7 @@ import opentimelineio as otio
 from .clips import clip_names
 from .errors import SettingsError
 from .media import MediaInfo
-from .training.report import write_atomic
+from .files import write_atomic
 
 TIMELINE_FILES = {  # kind → file name written in the output folder
     "otio": "timeline.otio",
