@@ -23,8 +23,8 @@ import opentimelineio as otio
 
 from .clips import clip_names
 from .errors import SettingsError
-from .media import MediaInfo
 from .files import write_atomic
+from .media import MediaInfo
 
 TIMELINE_FILES = {  # kind → file name written in the output folder
     "otio": "timeline.otio",
