@@ -43,7 +43,7 @@ def main() -> None:
     rng = random.Random(0)
     starts = sorted(rng.sample(range(0, int(duration - CLIP), 60), args.highlights))
     highlights = [
-        timelines.Highlight(rank, start + 0.37, start + 0.37 + CLIP, 0.99 - rank / 1000, "loud")
+        timelines.Marker(rank, start + 0.37, start + 0.37 + CLIP, 0.99 - rank / 1000, "loud")
         for rank, start in enumerate(rng.sample(starts, len(starts)), start=1)
     ]
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:

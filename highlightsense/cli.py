@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import Cancelled, UserError
 from .progress import eta_seconds
-from .settings import DEFAULT_SEPARATOR, DEVICES, PRECISIONS
+from .settings import DEFAULT_SEPARATOR, DEVICES, PRECISIONS, TIMELINE_ORDERS, VERTICAL_LAYOUTS
 from .timecode import format_duration, format_timestamp
 
 EXIT_USER_ERROR = 2
@@ -64,6 +64,16 @@ def _tracks(text: str) -> tuple[int, int]:
         return int(parts["voice"]), int(parts["game"])
     except (KeyError, ValueError) as exc:
         raise argparse.ArgumentTypeError("use --tracks voice=N,game=M (tracks from 1)") from exc
+
+
+def _timeline_kinds(text: str) -> tuple[str, ...]:
+    from .errors import SettingsError
+    from .timelines import parse_kinds
+
+    try:
+        return parse_kinds(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +123,20 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     flag("--copy", action="store_true", help="fast stream copy (keyframe cuts)")
     flag("--no-clips", dest="clips", action="store_false", help="write the tables only")
     flag("--keep-stems", action="store_true", help="also write stems/*.wav")
+    flag(
+        "--timeline",
+        dest="timelines",
+        type=_timeline_kinds,
+        help="editor timelines to write: any of otio,fcp7xml,fcpxml,edl,chapters (or all)",
+    )
+    flag("--timeline-order", choices=TIMELINE_ORDERS, help="rough cut in rank or time order")
+    flag("--vertical", choices=VERTICAL_LAYOUTS, help="also cut 9:16 clips: stack, crop or fit")
+    flag(
+        "--facecam",
+        help="stack: the facecam region x,y,w,h in pixels or fractions (default: detected)",
+    )
+    flag("--gameplay", help="stack: the gameplay region x,y,w,h (default: the whole frame)")
+    flag("--center-x", help="crop: the crop's centre in pixels or as a fraction of the width")
     flag("--no-cache", dest="use_cache", action="store_false", help="do not reuse cached features")
     flag("--device", choices=DEVICES, help=f"where the models run ({A.device})")
     flag("--precision", choices=PRECISIONS, help=f"separation precision ({A.precision})")
@@ -146,6 +170,10 @@ def run_detect(args: argparse.Namespace) -> int:
             f"  #{h.rank:<2} {format_timestamp(h.start_sec)}–{format_timestamp(h.end_sec)}"
             f"  confidence {h.confidence:.3f}  {clip}"
         )
+    if result.vertical_note:
+        print(f"Vertical clips in {result.vertical_paths[0].parent}: {result.vertical_note}")
+    for path in result.timeline_paths:
+        print(f"Timeline: {path}")
     return 0
 
 

@@ -225,6 +225,7 @@ class Engine:
             model_identity=self.model.identity,
             producer=self.producer,
             settings=self.settings,
+            step_frames=self.model.model.time_reduction,
             seconds=seconds,
             features_from_cache=from_cache,
         )

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from . import clips
+from .features import FRAMES_PER_SECOND
 from .plots import score_figure
 from .progress import Progress
 from .results import Analysis, Highlight, Result
+from .settings import Selection
 from .timecode import format_timestamp
 
 HIGHLIGHT_FIELDS = (
@@ -54,6 +60,53 @@ def cut_highlights(
     return targets
 
 
+def why_summary(analysis: Analysis, highlight: Highlight) -> str:
+    """One line on why the model picked a window: where its attention peaked, and how loud the
+    voice and the game were there against their usual level in this VOD."""
+    start = analysis.windows[highlight.window, 0]
+    attention = analysis.attention[highlight.window]
+    step = int(np.argmax(attention))
+    frame = round(start * FRAMES_PER_SECOND) + step * analysis.step_frames
+    frames = slice(frame, frame + analysis.step_frames)
+    median = np.median(analysis.loudness, axis=1)
+    voice, game = (float(np.max(analysis.loudness[i, frames], initial=-np.inf)) - median[i]
+                   for i in range(2))  # fmt: skip
+    peak = start + (step + 0.5) * analysis.step_frames / FRAMES_PER_SECOND
+    return (
+        f"The model listened hardest at {format_timestamp(peak)}: the voice was {voice:+.0f} dB "
+        f"and the game {game:+.0f} dB against their usual level in this VOD."
+    )
+
+
+def cut_vertical_highlights(
+    analysis: Analysis,
+    highlights: list[Highlight],
+    store: Path,
+    chosen: Selection,
+    progress: Progress | None = None,
+) -> tuple[list[Path], str]:
+    """9:16 clip files for ``highlights`` in ``store`` (cutting only those not cut before with
+    the same framing) and one sentence on how they were framed."""
+    from . import faces, vertical  # here: OpenCV and the graph builder only when asked for
+
+    info = analysis.info
+    layout, note = vertical.layout_for(info, chosen.vertical, chosen.facecam, chosen.gameplay,
+                                       chosen.center_x, suggest=faces.suggest_facecam)  # fmt: skip
+    framing = hashlib.sha256(repr(layout).encode()).hexdigest()[:12]
+    targets = [store / f"vertical_{_store_name(h, False, '')}_{framing}.mp4" for h in highlights]
+    missing = [(h, t) for h, t in zip(highlights, targets, strict=True) if not t.exists()]
+    if missing:
+        clips.cut_clips(
+            info,
+            [(h.start_sec, h.end_sec) for h, _ in missing],
+            store,
+            names=[t.name for _, t in missing],
+            progress=progress,
+            command=functools.partial(vertical.vertical_command, layout=layout),
+        )
+    return targets, note
+
+
 def link_clips(cut: list[Path], folder: Path) -> list[Path]:
     """The cut files under their rank names (``highlight_01.mp4`` …) in ``folder``: hard links
     where the file system allows, copies elsewhere."""
@@ -83,9 +136,26 @@ def highlight_rows(result: Result, out_dir: Path) -> list[dict]:
                 "duration_sec": round(h.end_sec - h.start_sec, 3),
                 "confidence": round(h.confidence, 6),
                 "clip_path": str(clip.relative_to(out_dir)) if clip else "",
+                "why": why_summary(result.analysis, h),
             }
         )
+        if result.vertical_paths:
+            rows[-1]["vertical_clip_path"] = str(result.vertical_paths[i].relative_to(out_dir))
     return rows
+
+
+def write_timelines(result: Result, out_dir: Path, media_url: str | None = None) -> list[Path]:
+    """The editor timelines the selection asks for, with a marker per highlight."""
+    from . import timelines  # here: OpenTimelineIO only when asked for
+
+    return timelines.write_timelines(
+        result.selection.timelines,
+        out_dir,
+        result.analysis.info,
+        highlight_rows(result, out_dir),
+        order=result.selection.timeline_order,
+        media_url=media_url,
+    )
 
 
 def write_tables(result: Result, out_dir: Path) -> None:
@@ -99,7 +169,7 @@ def write_tables(result: Result, out_dir: Path) -> None:
             writer.writerow([i, f"{start:.3f}", f"{end:.3f}", f"{p:.6f}"])
     rows = highlight_rows(result, out_dir)
     with open(out_dir / "highlights.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(HIGHLIGHT_FIELDS))
+        writer = csv.DictWriter(file, fieldnames=list(HIGHLIGHT_FIELDS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     # names only, no folders: the file may be served to someone else than the one who ran it
@@ -119,6 +189,8 @@ def write_tables(result: Result, out_dir: Path) -> None:
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "highlights": rows,
     }
+    if result.vertical_note:
+        summary["vertical"] = result.vertical_note
     (out_dir / "highlights.json").write_text(json.dumps(summary, indent=2) + "\n")
     figure = score_figure(
         analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration

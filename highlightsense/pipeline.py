@@ -21,6 +21,8 @@ from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
 from .settings import AnalysisSettings, Selection, split
 
+VERTICAL_FOLDER = "clips_vertical"  # beside clips/
+
 
 def choose(analysis: Analysis, chosen: Selection) -> tuple[list[Highlight], float, int]:
     """Pure: the highlights for ``chosen`` from already scored windows, and the threshold used
@@ -53,23 +55,35 @@ def render(
     *,
     store: Path | None = None,
     progress: Progress | None = None,
+    media_url: str | None = None,
 ) -> Result:
-    """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``.
+    """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``:
+    the clips, the 9:16 clips and the editor timelines the selection asks for, and the tables.
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
+    ``media_url`` is how the timelines name the source (default: its absolute file URL).
     """
     began = time.perf_counter()
     highlights, threshold, above = choose(analysis, chosen)
     result = Result(analysis, chosen, highlights, threshold, above, out_dir=out_dir)
-    if chosen.clips and highlights:
+    stages = Stages(progress, {"clips": 1.0, "vertical": 2.0 if chosen.vertical else 0.0})
+    if (chosen.clips or chosen.vertical) and highlights:
         own_store = store is None
         store = out_dir / ".store" if own_store else store
-        cut = outputs.cut_highlights(
-            analysis, highlights, store, copy=chosen.copy, progress=progress
-        )
-        result.clip_paths = outputs.link_clips(cut, out_dir / "clips")
+        if chosen.clips:
+            cut = outputs.cut_highlights(
+                analysis, highlights, store, copy=chosen.copy, progress=stages("clips")
+            )
+            result.clip_paths = outputs.link_clips(cut, out_dir / "clips")
+        if chosen.vertical:
+            cut, result.vertical_note = outputs.cut_vertical_highlights(
+                analysis, highlights, store, chosen, progress=stages("vertical")
+            )
+            result.vertical_paths = outputs.link_clips(cut, out_dir / VERTICAL_FOLDER)
         if own_store:
             shutil.rmtree(store)
+    if chosen.timelines and highlights:
+        result.timeline_paths = outputs.write_timelines(result, out_dir, media_url)
     result.seconds = {**analysis.seconds, "clips": time.perf_counter() - began}
     outputs.write_tables(result, out_dir)
     return result
@@ -132,7 +146,9 @@ def detect(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     result.out_dir = target
-    result.clip_paths = [target / p.relative_to(staging) for p in result.clip_paths]
+    for name in ("clip_paths", "vertical_paths", "timeline_paths"):
+        moved = [target / p.relative_to(staging) for p in getattr(result, name)]
+        setattr(result, name, moved)
     return result
 
 

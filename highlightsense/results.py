@@ -25,6 +25,7 @@ class Analysis:
     model_identity: str
     producer: str  # separator identity, or the audio tracks used
     settings: AnalysisSettings  # what the scores were made with
+    step_frames: int  # feature frames per attention step (the model's time reduction)
     seconds: dict[str, float] = field(default_factory=dict)  # per-stage wall time
     features_from_cache: bool = False
 
@@ -52,6 +53,9 @@ class Result:
     threshold: float
     above: int  # windows at or above the threshold before NMS
     clip_paths: list[Path] = field(default_factory=list)
+    vertical_paths: list[Path] = field(default_factory=list)  # 9:16 clips, rank order
+    vertical_note: str = ""  # how the vertical clips were framed (the facecam used, …)
+    timeline_paths: list[Path] = field(default_factory=list)
     out_dir: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # analysis stages + rendering
 

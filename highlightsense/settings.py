@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 MAX_BATCH = 1024  # windows (or Demucs segments) per forward at most
+TIMELINE_ORDERS = ("rank", "time")
+VERTICAL_LAYOUTS = ("stack", "crop", "fit")  # see highlightsense.vertical
 
 T = TypeVar("T")
 
@@ -106,12 +108,33 @@ class Selection:
     pad_after: float = 0.0  # s added after each clip
     copy: bool = False  # stream copy (fast, keyframe-aligned) instead of re-encoding
     clips: bool = True  # cut clips at all
+    timelines: tuple[
+        str, ...
+    ] = ()  # editor timelines to write: otio, fcp7xml, fcpxml, edl, chapters
+    timeline_order: str = "rank"  # the rough cut in rank or time order
+    vertical: str | None = None  # also cut 9:16 clips with this layout: stack, crop or fit
+    facecam: str | None = None  # stack's top region "x,y,w,h" (pixels or fractions); None: detect
+    gameplay: str | None = None  # stack's bottom region; None: the whole frame
+    center_x: str | None = None  # crop's centre (pixels or a fraction of the width); None: middle
 
     def __post_init__(self) -> None:
         selection.check_settings(self.percentile, self.threshold, self.nms_sec, self.top_n)
         for name in ("pad_before", "pad_after"):
             if not 0.0 <= getattr(self, name) <= MAX_PAD:
                 raise SettingsError(f"Padding must be between 0 and {MAX_PAD:.0f} seconds.")
+        if self.timelines:
+            from .timelines import check_kinds  # here: OpenTimelineIO only when asked for
+
+            object.__setattr__(self, "timelines", check_kinds(self.timelines))
+        if self.timeline_order not in TIMELINE_ORDERS:
+            raise SettingsError(
+                f"The timeline order must be rank or time (got {self.timeline_order!r})."
+            )
+        if self.vertical is not None and self.vertical not in VERTICAL_LAYOUTS:
+            raise SettingsError(
+                f"The vertical layout must be one of {', '.join(VERTICAL_LAYOUTS)} "
+                f"(got {self.vertical!r})."
+            )
 
     @classmethod
     def make(cls, **values: Any) -> Selection:

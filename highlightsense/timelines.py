@@ -25,6 +25,7 @@ from .clips import clip_names
 from .errors import SettingsError
 from .files import write_atomic
 from .media import MediaInfo
+from .settings import TIMELINE_ORDERS as ORDERS  # how the rough cut is ordered
 
 TIMELINE_FILES = {  # kind → file name written in the output folder
     "otio": "timeline.otio",
@@ -39,13 +40,13 @@ ADAPTERS = {  # kind → OTIO adapter that writes (and reads back) it
     "fcpxml": "fcpx_xml",
     "edl": "cmx_3600",
 }
-ORDERS = ("rank", "time")  # how the rough cut is ordered
 
-# Rates editors offer for a sequence (frames/s). A recording's measured average rate is often a
-# hair off (60.0003); it is snapped to the nearest of these within SNAP_TOLERANCE.
+# Rates editors offer for a sequence and SMPTE timecode can count (frames/s). A recording's
+# measured average rate is often a hair off (60.0003); it is snapped to the nearest of these
+# within SNAP_TOLERANCE.
 STANDARD_RATES = tuple(
     fractions.Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
-                                    "60000/1001", "60", "100", "120")
+                                    "60000/1001", "60")
 )  # fmt: skip
 SNAP_TOLERANCE = 0.005  # relative
 # Audio has no frames, but every editor format counts in them. 30 frames/s is the rate most game
@@ -62,8 +63,8 @@ _FCPX_PATCH = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Highlight:
-    """One chosen clip, as the tables list it."""
+class Marker:
+    """One chosen clip as a timeline marks it (from a highlights table row)."""
 
     rank: int  # 1 = best
     start_sec: float  # s in the original recording
@@ -76,11 +77,11 @@ class Highlight:
             raise ValueError(f"not a highlight: {self}")
 
 
-def as_highlight(item: Highlight | Mapping[str, object]) -> Highlight:
-    """A :class:`Highlight` from itself or from a table row (``why`` optional)."""
-    if isinstance(item, Highlight):
+def as_marker(item: Marker | Mapping[str, object]) -> Marker:
+    """A :class:`Marker` from itself or from a table row (``why`` optional)."""
+    if isinstance(item, Marker):
         return item
-    return Highlight(
+    return Marker(
         rank=int(item["rank"]),  # type: ignore[arg-type]
         start_sec=float(item["start_sec"]),  # type: ignore[arg-type]
         end_sec=float(item["end_sec"]),  # type: ignore[arg-type]
@@ -107,13 +108,18 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
 
 
 def timeline_rate(info: MediaInfo) -> fractions.Fraction:
-    """Frames/s the timelines count in: the picture's rate (snapped to a standard one if close)."""
+    """Frames/s the timelines count in: the picture's rate, snapped to a standard one if close.
+
+    A rate no editor offers (a 10 or 15 fps screen capture, a variable-rate phone clip) has no
+    SMPTE timecode, which every format here needs: such media is counted at the audio-only rate,
+    whose 33 ms frames still place each marker within a frame of the picture's own.
+    """
     if not info.has_video or info.frame_rate is None:
         return AUDIO_ONLY_RATE
     nearest = min(STANDARD_RATES, key=lambda r: abs(r - info.frame_rate))
     if abs(nearest - info.frame_rate) <= SNAP_TOLERANCE * nearest:
         return nearest
-    return info.frame_rate.limit_denominator(1001)
+    return AUDIO_ONLY_RATE
 
 
 def chapter_timestamp(seconds: int) -> str:
@@ -123,7 +129,7 @@ def chapter_timestamp(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def chapter_lines(highlights: Sequence[Highlight], duration: float) -> list[str]:
+def chapter_lines(highlights: Sequence[Marker], duration: float) -> list[str]:
     """YouTube chapter lines: ``0:00`` first, then one per highlight in time order.
 
     Chapters are whole seconds at least :data:`CHAPTER_GAP` apart, and the last starts at least
@@ -134,7 +140,7 @@ def chapter_lines(highlights: Sequence[Highlight], duration: float) -> list[str]
     chapters = [(0, FIRST_CHAPTER_TITLE)]
     for item in sorted(highlights, key=lambda h: (h.start_sec, h.rank)):
         start = math.ceil(item.start_sec) if item.start_sec > 0 else 0
-        title = f"Highlight {item.rank}"
+        title = f"Marker {item.rank}"
         if start < CHAPTER_GAP and chapters == [(0, FIRST_CHAPTER_TITLE)]:
             chapters[0] = (0, title)
             continue
@@ -158,14 +164,14 @@ def _range(first: int, last: int, rate: float) -> otio.opentime.TimeRange:
     )
 
 
-def marker_name(item: Highlight) -> str:
+def marker_name(item: Marker) -> str:
     """``#1 (0.97)``: rank and confidence, short enough for an editor's marker list."""
     return f"#{item.rank} ({item.confidence:.2f})"
 
 
 def build_timeline(
     info: MediaInfo,
-    highlights: Sequence[Highlight],
+    highlights: Sequence[Marker],
     *,
     order: str = "rank",
     media_url: str | None = None,
@@ -300,21 +306,21 @@ def write_timelines(
     kinds: Sequence[str],
     out_dir: Path,
     info: MediaInfo,
-    highlights: Sequence[Highlight | Mapping[str, object]],
+    highlights: Sequence[Marker | Mapping[str, object]],
     *,
     order: str = "rank",
     media_url: str | None = None,
 ) -> list[Path]:
     """Write each of ``kinds`` (keys of :data:`TIMELINE_FILES`) into ``out_dir``.
 
-    ``highlights`` are :class:`Highlight` or table rows with rank, start_sec, end_sec,
+    ``highlights`` are :class:`Marker` or table rows with rank, start_sec, end_sec,
     confidence and optionally why. ``order`` ("rank" or "time") orders the rough cut.
     ``media_url`` replaces the file's absolute URL (the web app should pass the bare file name,
     so downloads do not reveal the server's folders; the editor then asks to relink). Each file
     is written under a temporary name and renamed. Returns the paths written, in ``kinds`` order.
     """
     kinds = check_kinds(kinds)
-    items = [as_highlight(item) for item in highlights]
+    items = [as_marker(item) for item in highlights]
     timeline = build_timeline(info, items, order=order, media_url=media_url)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -32,11 +32,10 @@ import typed_ffmpeg
 from . import clips
 from .errors import MediaError, SettingsError
 from .media import MediaInfo, ffmpeg_path, input_args
+from .settings import VERTICAL_LAYOUTS as LAYOUTS
 
 WIDTH, HEIGHT = 1080, 1920  # pixels of every vertical clip
 STACK_TOP = 640  # pixels of the facecam part in ``stack`` (a third); the gameplay gets the rest
-LAYOUTS = ("stack", "crop", "fit")
-FOLDER = "clips_vertical"  # beside the landscape clips
 BLUR_SIZE = (WIDTH // 4, HEIGHT // 4)  # pixels the ``fit`` background is blurred at (cheaper)
 BLUR_RADIUS = 12  # pixels of box blur at BLUR_SIZE
 MIN_REGION = 16  # pixels: a smaller region cannot be scaled up to anything watchable
@@ -229,6 +228,41 @@ def resolve(info: MediaInfo, layout: Layout) -> Layout:
             "choose a position across it."
         )
     return Layout(kind, layout.facecam, layout.gameplay, layout.center_x)
+
+
+def layout_for(
+    info: MediaInfo,
+    kind: str,
+    facecam: str | None = None,
+    gameplay: str | None = None,
+    center_x: str | None = None,
+    *,
+    suggest: Callable[[MediaInfo], object] | None = None,
+) -> tuple[Layout, str]:
+    """The layout for the user's words (regions as "x,y,w,h" text), checked against the frame,
+    and one sentence saying how the clips are framed. A ``stack`` without a facecam region asks
+    ``suggest(info)`` (a face detector) for one; with no face found it frames with ``fit``."""
+    width, height = _frame_size(info)
+    kind = parse_layout(kind)
+    if kind == "crop":
+        centre = None if center_x is None else parse_center(center_x, width)
+        where = "the middle" if centre is None else f"x = {centre:.0f} px"
+        return resolve(info, Layout("crop", center_x=centre)), f"9:16 crop centred on {where}."
+    if kind == "fit":
+        return resolve(info, Layout("fit")), "The whole frame on a blurred fill (fit)."
+    below = None if gameplay is None else parse_region(gameplay, width, height, what="gameplay")
+    if facecam is not None:
+        top = parse_region(facecam, width, height, what="facecam")
+        note = f"Facecam {top.text()} on top (as given), gameplay below."
+    else:
+        found = suggest(info) if suggest is not None else None
+        top = getattr(found, "region", None)
+        how = str(getattr(found, "how", "No face detector was run."))
+        how = how[:1].upper() + how[1:]
+        if top is None:
+            return resolve(info, Layout("fit")), f"{how} Framed as fit (the whole frame) instead."
+        note = f"{how} Facecam {top.text()} on top, gameplay below."
+    return resolve(info, Layout("stack", top, below)), note
 
 
 def vertical_command(

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from highlightsense import media, timelines
 from highlightsense.errors import SettingsError
-from highlightsense.timelines import Highlight
+from highlightsense.timelines import Marker
 
 SECONDS = 100  # length of the generated recordings: past a minute, where drop-frame shows
 HIGHLIGHTS = [  # rank order; odd starts, one past a minute (drop-frame), one in the first 10 s
-    Highlight(1, 61.37, 91.37, 0.97, "the streamer shouts 14 dB over the game"),
-    Highlight(2, 3.5, 33.5, 0.91, "game sound peaks"),
-    Highlight(3, 40.02, 58.0, 0.88, ""),
+    Marker(1, 61.37, 91.37, 0.97, "the streamer shouts 14 dB over the game"),
+    Marker(2, 3.5, 33.5, 0.91, "game sound peaks"),
+    Marker(3, 40.02, 58.0, 0.88, ""),
 ]
 ADAPTER_KINDS = ("otio", "fcp7xml", "fcpxml", "edl")
 
@@ -188,9 +188,9 @@ def test_fcpxml_frame_duration_and_sound(
 
 def test_chapters_file(written: dict[str, Path]) -> None:
     assert written["chapters"].read_text().splitlines() == [
-        "0:00 Highlight 2",  # starts at 3.5 s: it takes the 0:00 line
-        "0:41 Highlight 3",
-        "1:02 Highlight 1",
+        "0:00 Marker 2",  # starts at 3.5 s: it takes the 0:00 line
+        "0:41 Marker 3",
+        "1:02 Marker 1",
     ]
 
 
@@ -209,12 +209,12 @@ def test_rows_are_accepted(recording: media.MediaInfo) -> None:
         {"rank": "1", "start_sec": "61.37", "end_sec": "91.37", "confidence": "0.97"},
         {"rank": 2, "start_sec": 3.5, "end_sec": 33.5, "confidence": 0.91, "why": "loud"},
     ]
-    assert timelines.as_highlight(rows[0]) == Highlight(1, 61.37, 91.37, 0.97)
-    assert timelines.as_highlight(rows[1]).why == "loud"
+    assert timelines.as_marker(rows[0]) == Marker(1, 61.37, 91.37, 0.97)
+    assert timelines.as_marker(rows[1]).why == "loud"
     with pytest.raises(ValueError):
-        Highlight(0, 1.0, 2.0, 0.5)
+        Marker(0, 1.0, 2.0, 0.5)
     with pytest.raises(ValueError):
-        Highlight(1, 5.0, 5.0, 0.5)
+        Marker(1, 5.0, 5.0, 0.5)
 
 
 def test_kinds_and_orders_are_checked(recording: media.MediaInfo, tmp_path: Path) -> None:
@@ -240,7 +240,8 @@ def test_rates_snap_to_what_editors_offer() -> None:
 
     assert timelines.timeline_rate(info("60003/1000")) == 60
     assert timelines.timeline_rate(info("2997/100")) == fractions.Fraction(30000, 1001)
-    assert timelines.timeline_rate(info("15")) == 15
+    for unusual in ("10", "15", "120"):  # no SMPTE timecode: counted at the audio-only rate
+        assert timelines.timeline_rate(info(unusual)) == timelines.AUDIO_ONLY_RATE
     assert timelines.timeline_rate(info(None)) == timelines.AUDIO_ONLY_RATE
 
 
@@ -252,15 +253,15 @@ def test_chapter_timestamps() -> None:
 
 def test_chapters_move_or_drop_crowded_highlights() -> None:
     crowded = [
-        Highlight(1, 100.0, 130.0, 0.9),
-        Highlight(2, 104.0, 106.0, 0.8),  # 4 s after #1 and over before 110 s: dropped
-        Highlight(3, 105.0, 135.0, 0.7),  # moves to 110 s, still inside its span
-        Highlight(4, 595.0, 600.0, 0.6),  # within 10 s of the end: dropped
+        Marker(1, 100.0, 130.0, 0.9),
+        Marker(2, 104.0, 106.0, 0.8),  # 4 s after #1 and over before 110 s: dropped
+        Marker(3, 105.0, 135.0, 0.7),  # moves to 110 s, still inside its span
+        Marker(4, 595.0, 600.0, 0.6),  # within 10 s of the end: dropped
     ]
     assert timelines.chapter_lines(crowded, 600.0) == [
         "0:00 Start",
-        "1:40 Highlight 1",
-        "1:50 Highlight 3",
+        "1:40 Marker 1",
+        "1:50 Marker 3",
     ]
 
 
@@ -274,7 +275,7 @@ reached = {"chapters": 0}
     )
 )
 def test_chapters_follow_youtube_rules(spans: list[tuple[float, float]]) -> None:
-    items = [Highlight(rank, a, b, 0.5) for rank, (a, b) in enumerate(spans, start=1)]
+    items = [Marker(rank, a, b, 0.5) for rank, (a, b) in enumerate(spans, start=1)]
     lines = timelines.chapter_lines(items, 3100.0)
     seconds = []
     for line in lines:
@@ -282,7 +283,7 @@ def test_chapters_follow_youtube_rules(spans: list[tuple[float, float]]) -> None
         parts = [int(p) for p in stamp.split(":")]
         seconds.append(sum(p * 60**i for i, p in enumerate(reversed(parts))))
         if title != timelines.FIRST_CHAPTER_TITLE:
-            rank = int(title.removeprefix("Highlight "))
+            rank = int(title.removeprefix("Marker "))
             start, end = spans[rank - 1]
             # Inside its highlight (the 0:00 line may stand for one starting in the first 10 s).
             assert seconds[-1] == 0 or start <= seconds[-1] < end
