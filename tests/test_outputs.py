@@ -83,3 +83,23 @@ def test_stack_without_a_face_is_framed_whole(analysis):
 def test_selection_refuses_unknown_outputs(values):
     with pytest.raises(SettingsError):
         Selection(**values)
+
+
+def test_detect_flags_map_onto_the_two_kinds_of_settings_by_name():
+    from highlightsense import cli
+
+    args = cli.build_parser().parse_args(
+        ["detect", "vod.mp4", "--window", "20", "--nms", "4", "--no-clips", "--timeline", "all",
+         "--vertical", "crop", "--center-x", "0.3", "--no-cache", "--device", "cpu"]
+    )  # fmt: skip
+    assert AnalysisSettings.pick(vars(args)) == AnalysisSettings(
+        window_sec=20, use_cache=False, device="cpu"
+    )
+    assert Selection.pick(vars(args)) == Selection(
+        nms_sec=4, clips=False, vertical="crop", center_x="0.3",
+        timelines=("otio", "fcp7xml", "fcpxml", "edl", "chapters"),
+    )  # fmt: skip
+    # flags not given take the dataclasses' defaults: nothing else holds one
+    bare = cli.build_parser().parse_args(["detect", "vod.mp4"])
+    assert AnalysisSettings.pick(vars(bare)) == AnalysisSettings()
+    assert Selection.pick(vars(bare)) == Selection()
