@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 import wave
@@ -28,7 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache, clips, features, media, scoring, selection, sources, stems, weights
+from . import (
+    cache,
+    clips,
+    features,
+    media,
+    outfolder,
+    scoring,
+    selection,
+    sources,
+    stems,
+    weights,
+)
 from .errors import Cancelled, MediaError, SettingsError
 from .plots import score_figure
 
@@ -839,45 +849,37 @@ def analyze(
 ) -> Result:
     """A VOD (path or URL) in, ranked highlight clips and tables out.
 
-    Everything is written into a hidden folder beside ``out_dir`` and renamed into place at the
-    end, so a failed or cancelled run leaves nothing that looks complete.
+    Everything is written into a hidden staging folder and put in place at the end, so a failed
+    or cancelled run leaves nothing that looks complete. ``out_dir`` must be new, empty or an
+    earlier output of this function (replaced); anything else is refused before any work
+    (:mod:`highlightsense.outfolder` has the rules).
     """
     config = Settings.make(**settings)
     target = Path(out_dir) if out_dir is not None else default_out_dir(str(source))
-    target = target.expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    target = Path(os.path.abspath(target.expanduser()))
+    staging = outfolder.stage(target)  # refuses a folder holding anyone else's files, first
     stages = Stages(
         progress, {"analyze": 1 - STAGE_WEIGHTS["clips"], "clips": STAGE_WEIGHTS["clips"]}
     )
     try:
-        analysis = analyze_source(
-            source,
-            config,
-            progress=stages("analyze"),
-            stems_dir=staging / "stems" if config.keep_stems else None,
-        )
-        began = time.perf_counter()
-        result = render(analysis, config, staging, progress=stages("clips"))
-        stages("clips")(1.0, "Done")
-        analysis.seconds["clips+tables"] = time.perf_counter() - began
-        _replace_dir(staging, target)
+        with outfolder.writing(staging, target):
+            analysis = analyze_source(
+                source,
+                config,
+                progress=stages("analyze"),
+                stems_dir=staging / "stems" if config.keep_stems else None,
+            )
+            began = time.perf_counter()
+            result = render(analysis, config, staging, progress=stages("clips"))
+            stages("clips")(1.0, "Done")
+            analysis.seconds["clips+tables"] = time.perf_counter() - began
+        outfolder.publish(staging, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        outfolder.discard(staging)
         raise
     result.out_dir = target
     result.clip_paths = [target / p.relative_to(staging) for p in result.clip_paths]
     return result
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
 
 
 __all__ = [
