@@ -125,9 +125,10 @@ def _cut_one(
     except ToolError as err:
         code = outfolder.tool_disk_error(str(err))
         if code is not None:  # the output, not the recording: say which folder, not which file
-            raise outfolder.disk_error(
+            # Raised without "from": its cause stays the OSError, which callers may re-address.
+            raise outfolder.disk_error(  # noqa: B904
                 OSError(code, os.strerror(code), str(target.parent)), target.parent
-            ) from err
+            )
         advice = (
             "cut it again without stream copy"
             if copy

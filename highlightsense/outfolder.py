@@ -280,7 +280,8 @@ def publish(staging: Path, target: Path) -> None:
 def writing(staging: Path, target: Path) -> Iterator[None]:
     """Turn a disk error while writing into ``staging`` into one naming ``target``.
 
-    The staging folder's name is internal: the user chose ``target``.
+    The staging folder's name is internal: the user chose ``target``. An error that names no
+    file (a write into an open file) is the output's too: the cache only warns.
     """
     try:
         yield
@@ -290,7 +291,7 @@ def writing(staging: Path, target: Path) -> Iterator[None]:
             raise disk_error(cause, target) from cause
         raise
     except OSError as err:
-        if is_disk_error(err) and _inside(err.filename, staging):
+        if is_disk_error(err) and (err.filename is None or _inside(err.filename, staging)):
             raise disk_error(err, target) from err
         raise
 

@@ -190,8 +190,9 @@ def fetch(
     The link is checked before any network access, then the video's description before any
     download (no live streams, at most ``max_duration`` seconds, by default the limit uploads
     have too). Video is fetched at up to 720p and merged with its audio into mp4 (mkv when the
-    codecs need it), at most ``max_bytes``. ``progress(fraction, message)`` follows each downloaded file; whatever it
-    or ``cancel`` raises stops the download. Partial files never reach ``dest_dir``.
+    codecs need it), at most ``max_bytes``. ``progress(fraction, message)`` follows each
+    downloaded file; whatever it or ``cancel`` raises stops the download. Partial files never
+    reach ``dest_dir``.
     """
     canonical = check_url(url)
     limit = f"{max_bytes / 2**30:.1f} GiB"
