@@ -307,6 +307,9 @@ def run_tool(
                     cancel()
     except BaseException:
         _kill_group(proc)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         raise
     if proc.returncode != 0:
         raise ToolError(f"{name} exited with status {proc.returncode}: {stderr_tail(stderr)}")
