@@ -490,12 +490,6 @@ def probe(path: str | Path) -> MediaInfo:
             f"{shown} does not say how long it is; remux it to mp4 "
             "(`ffmpeg -i <file> -c copy out.mp4`) and try again."
         )
-    limit = max_duration()
-    if duration > limit:
-        raise MediaError(
-            f"{shown} lasts {_hours(duration)}, more than the {_hours(limit)} limit; "
-            "cut it into shorter parts."
-        )
     audio = [
         AudioStream(
             index=int(s["index"]),
@@ -512,12 +506,19 @@ def probe(path: str | Path) -> MediaInfo:
     for track in audio:
         # ffmpeg's resampler needs memory in proportion to the ratio of the rates: a 1 Hz track
         # took 3.5 GB; a rate outside what recorders produce is a broken or hostile header.
-        if not MIN_SAMPLE_RATE <= track.sample_rate <= MAX_SAMPLE_RATE:
+        if track.sample_rate and not MIN_SAMPLE_RATE <= track.sample_rate <= MAX_SAMPLE_RATE:
             raise MediaError(
                 f"{shown} has an audio track at {track.sample_rate} Hz, outside the "
                 f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz of real recordings; re-export it at "
                 "44100 or 48000 Hz."
             )
+    # After the rates: a wrong rate is what makes a small file claim a long duration.
+    limit = max_duration()
+    if duration > limit:
+        raise MediaError(
+            f"{shown} lasts {_hours(duration)}, more than the {_hours(limit)} limit; "
+            "cut it into shorter parts."
+        )
     pictures = [
         s
         for s in streams
