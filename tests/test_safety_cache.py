@@ -145,8 +145,8 @@ def obs(tmp_path_factory) -> Path:
 
 def test_a_damaged_entry_is_recomputed_and_overwritten(obs, checkpoint, cache_root):
     settings_ = pipeline.Settings(weights=str(checkpoint), tracks=(1, 2))
-    fresh = pipeline.analyze_source(obs, pipeline.Settings(weights=str(checkpoint), tracks=(1, 2),
-                                                           use_cache=False))  # fmt: skip
+    uncached = pipeline.Settings(weights=str(checkpoint), tracks=(1, 2), use_cache=False)
+    fresh = pipeline.analyze_source(obs, uncached)
     key = cache.feature_key(cache.content_hash(obs), "tracks:voice=1,game=2")
     frames = round(40 * 22050 / 512) + 1
     for data in damaged_entries(spec(frames)).values():
