@@ -8,20 +8,27 @@ else is a bug and exits 1 with its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from .errors import Cancelled, UserError
+from .outfolder import disk_error, is_disk_error
 from .progress import eta_seconds
 from .settings import DEFAULT_SEPARATOR, DEVICES, PRECISIONS, TIMELINE_ORDERS, VERTICAL_LAYOUTS
 from .timecode import format_duration, format_timestamp
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 BAR_WIDTH = 28  # characters of the progress bar
 REDRAW_SECONDS = 0.2  # s between progress redraws on a terminal
 LOG_SECONDS = 5.0  # s between progress lines when stderr is a file or pipe
@@ -219,18 +226,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so it unwinds like Ctrl-C: tools killed, staging
+    removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager, a container stopping) behaves like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     os.environ.setdefault("TQDM_DISABLE", "1")  # Demucs' own bars would garble ours
     try:
-        return args.run(args)
+        with _sigterm_as_interrupt():
+            return args.run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as err:
+        if not is_disk_error(err):
+            raise
+        # A folder outside the output (the cache, a temporary folder) that cannot be written.
+        folder = Path(err.filename).parent if err.filename else Path.cwd()
+        print(f"error: {disk_error(err, folder)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Terminated:
+        print("error: terminated; nothing was written.", file=sys.stderr)
+        return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
         print("error: cancelled; nothing was written.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(

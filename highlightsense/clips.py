@@ -1,11 +1,13 @@
 """Cutting the chosen highlights out of the original file as standalone clips.
 
-Each clip is one ffmpeg run, several in parallel. A clip is written under a hidden temporary
+Each clip is one ffmpeg run, several in parallel: as many as the memory budget allows for the
+source's frame size (a 4K cut holds about a gigabyte). A clip is written under a hidden temporary
 name and renamed once complete, so a file with a final name is always a whole clip.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -13,13 +15,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from . import outfolder
 from .errors import Cancelled, MediaError, ToolError
 from .media import MediaInfo, ffmpeg_path, input_args, run_tool, tool_reason
+from .timecode import format_timestamp
 
 VIDEO_PRESET = "veryfast"  # x264 speed/size trade-off: clips are short, speed matters more
 VIDEO_CRF = 20  # x264 constant rate factor: visually transparent for game footage
 AUDIO_BITRATE = "160k"  # bit/s of the AAC track
 MAX_WORKERS = 4  # parallel ffmpeg runs; each one already uses several threads
+CUT_THREADS = 4  # decoder and encoder threads per run: each x264 thread holds frames of its own
+CUT_MEMORY_BUDGET = 2 << 30  # bytes all parallel cuts may hold together
+CUT_BASE_BYTES = 64 << 20  # bytes one ffmpeg run holds whatever the frame size (audio only)
+# Bytes per pixel of a frame one re-encoding run holds at CUT_THREADS threads: measured 1065 MiB
+# peak RSS for 4096x2160 (8.8 Mpixel) at 4 threads, x264 veryfast (961 MiB at 3 threads).
+CUT_BYTES_PER_PIXEL = 126
 CUT_TIMEOUT = 60.0  # s allowed per clip, plus
 CUT_TIMEOUT_PER_SECOND = 10.0  # s allowed per second of clip (a slow CPU encoding 1080p)
 POLL_INTERVAL = 0.1  # s between checks of cancel() while clips are being cut
@@ -56,6 +66,7 @@ def cut_command(
         ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
         # Seeking on the input is fast, and frame-accurate when re-encoding: ffmpeg decodes from
         # the keyframe before start and drops what precedes it. With copy it snaps to a keyframe.
+        "-threads", str(CUT_THREADS),  # before -i: the decoder's (frame threads hold frames too)
         "-ss", f"{start:.3f}", *input_args(info), "-t", f"{end - start:.3f}",
     ]  # fmt: skip
     if info.has_video:
@@ -68,10 +79,25 @@ def cut_command(
             cmd += [
                 "-c:v", "libx264", "-preset", VIDEO_PRESET, "-crf", str(VIDEO_CRF),
                 "-pix_fmt", "yuv420p",  # what every browser and phone plays
+                "-threads", str(CUT_THREADS),  # the encoder's: its memory grows with them
             ]  # fmt: skip
         cmd += ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
     # faststart puts the index first, so a browser can play a clip before it has all of it.
     return [*cmd, "-movflags", "+faststart", "-f", "mp4", f"file:{target}"]
+
+
+def cut_memory(info: MediaInfo, copy: bool = False) -> int:
+    """Bytes one cut of ``info`` may hold at its peak (an estimate from measurements)."""
+    if copy or not info.has_video:
+        return CUT_BASE_BYTES  # no pictures are decoded or encoded
+    pixels = (info.width or 1920) * (info.height or 1080)  # unknown size: assume 1080p
+    return CUT_BASE_BYTES + CUT_BYTES_PER_PIXEL * pixels
+
+
+def parallel_cuts(info: MediaInfo, copy: bool = False) -> int:
+    """How many cuts may run at once: within the memory budget, the CPUs and MAX_WORKERS."""
+    fits = math.floor(CUT_MEMORY_BUDGET / cut_memory(info, copy))
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1, fits))
 
 
 def _cut_one(
@@ -99,14 +125,22 @@ def _cut_one(
         )
         os.replace(partial, target)
     except ToolError as err:
+        code = outfolder.tool_disk_error(str(err))
+        if code is not None:  # the output, not the recording: say which folder, not which file
+            # Raised without "from": its cause stays the OSError, which callers may re-address.
+            raise outfolder.disk_error(  # noqa: B904
+                OSError(code, os.strerror(code), str(target.parent)), target.parent
+            )
         advice = (
             "cut it again without stream copy"
             if copy
             else "the recording may be damaged, try re-exporting it"
         )
+        # The clip by its time: its file name may be internal (a store of cut spans).
+        reason = tool_reason(err, info.path).replace(f"file:{partial}", "the clip")
         raise MediaError(
-            f"could not cut {target.name} from `{info.path.name}` "
-            f"({tool_reason(err, info.path)}); {advice}."
+            f"could not cut the clip at {format_timestamp(span[0])}-{format_timestamp(span[1])} "
+            f"from `{info.path.name}` ({reason}); {advice}."
         ) from err
     finally:
         partial.unlink(missing_ok=True)
@@ -162,7 +196,7 @@ def cut_clips(
 
     stop = threading.Event()
     with ThreadPoolExecutor(
-        max_workers=workers or min(MAX_WORKERS, os.cpu_count() or 1),
+        max_workers=workers or parallel_cuts(info, copy),
         thread_name_prefix="cut",
     ) as pool:
         futures = [

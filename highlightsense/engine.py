@@ -9,6 +9,7 @@ to the process holding the GPU, and the models themselves stay behind the per-pr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -209,6 +210,7 @@ class Engine:
             if key is not None:
                 cache.store(key, spec)
         seconds["separate+features"] = time.perf_counter() - began
+        info = _with_decoded_length(info, spec.shape[-1])
 
         began = time.perf_counter()
         if gpu is None:
@@ -229,3 +231,15 @@ class Engine:
             seconds=seconds,
             features_from_cache=from_cache,
         )
+
+
+def _with_decoded_length(info: media.MediaInfo, frames: int) -> media.MediaInfo:
+    """``info`` with the length its audio really has when that is longer than its header says.
+
+    A container may understate it (an mkv saying 4 s held 120 s); windows cover what was
+    decoded, so clips are clamped to that too.
+    """
+    decoded = (frames - 1) / features.FRAMES_PER_SECOND  # s, within one frame of the truth
+    if decoded <= info.duration:
+        return info
+    return dataclasses.replace(info, duration=decoded)

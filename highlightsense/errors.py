@@ -43,3 +43,7 @@ class Cancelled(HighlightSenseError):
 
 class ToolError(HighlightSenseError):
     """An external tool (ffmpeg, yt-dlp) failed in a way the user did not cause."""
+
+
+class OutputError(UserError):
+    """The output folder cannot be used: it holds someone else's files, or cannot be written."""

@@ -4,13 +4,18 @@ Everything that hands a user's file to ffmpeg or ffprobe goes through this modul
 safety rules live in one place: a file is sniffed before any tool sees it (text playlists are
 refused outright), every invocation is limited to the ``file`` protocol and to an allowlist of
 demuxers, the path is passed as ``file:<absolute path>`` and every process runs in its own
-process group with a timeout, so it can be killed with anything it started.
+process group with a timeout, so it can be killed with anything it started, and on Linux dies
+with the thread that started it (a killed parent leaves no encoder running on). What a hostile
+file can cost is bounded here too: its duration (one limit, set by the deployment), its frame
+size and its sample rate are checked at probe time, and the decoded audio may not run past the
+duration limit whatever the container claims.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import fractions
 import functools
 import json
@@ -20,6 +25,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MediaError, ToolError
+from .errors import MediaError, SettingsError, ToolError
 
 # Demuxers ffprobe may pick (its ``format_name`` values). ffmpeg refuses any other demuxer via
 # ``-format_whitelist``, so HLS, concat, DASH, SDP, image sequences etc. are never opened even
@@ -43,9 +49,15 @@ ALLOWED_FORMATS = (
 FORMAT_WHITELIST = ",".join(ALLOWED_FORMATS)
 ACCEPTED_KINDS = "an mp4, mov, mkv, webm, flv, ts, wav, mp3, ogg, flac or aac file"
 
-MAX_DURATION = 24 * 3600.0  # s, longer "recordings" are broken or hostile headers
 MAX_FRAME_RATE = 1000  # frames/s; a higher rate in a header is broken, not a recording
+MAX_HOURS_ENV = "HIGHLIGHTSENSE_MAX_HOURS"  # the one duration limit, for files and links alike
+MAX_HOURS_DEFAULT = 6.0  # h: a long stream; a free Space cannot analyse more in reasonable time
+MAX_HOURS_CEILING = 48.0  # h: the most a deployment may set (longer is a hostile header)
 MAX_STREAMS = 16  # streams per file; real recordings have a handful
+MAX_SIDE = 8192  # pixels of a frame's width or height
+MAX_PIXELS = 4096 * 2160  # pixels per frame (DCI 4K): one cut of it stays under a gigabyte
+MIN_SAMPLE_RATE = 4000  # Hz: below this no speech survives (telephone audio is 8000)
+MAX_SAMPLE_RATE = 384000  # Hz: the highest rate studio equipment records
 SNIFF_BYTES = 4096  # bytes read to recognise text playlists before any tool runs
 
 PROBE_TIMEOUT = 30.0  # s for one ffprobe run
@@ -151,7 +163,62 @@ def ffprobe_path() -> str:
     return _find_binary("ffprobe")
 
 
+def max_duration() -> float:
+    """The longest recording accepted, in seconds: ``$HIGHLIGHTSENSE_MAX_HOURS`` or 6 h.
+
+    One limit for uploaded files and downloaded links, checked at probe time and while decoding.
+    """
+    text = os.environ.get(MAX_HOURS_ENV, "").strip()
+    if not text:
+        return MAX_HOURS_DEFAULT * 3600.0
+    hours = _number(text)
+    if hours is None or not 0 < hours <= MAX_HOURS_CEILING:
+        raise SettingsError(
+            f"{MAX_HOURS_ENV} must be a number of hours above 0 and at most "
+            f"{MAX_HOURS_CEILING:.0f} (it is {text[:20]!r}); fix the setting."
+        )
+    return hours * 3600.0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 # --- running the tools -------------------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a process gets when its parent thread ends
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, found before any fork (nothing may be looked up in the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the thread that started it ends.
+
+    So a killed HighlightSense (SIGKILL, a crash, an OOM kill) leaves no ffmpeg encoding on
+    with nobody to wait for it. The thread matters, not the process: tools are started from
+    threads that wait for them (a cut's worker, the reader of a stream), which outlive them.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def stderr_tail(stderr: bytes) -> str:
@@ -182,7 +249,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _start(args: list[str], **pipes: object) -> subprocess.Popen:
     try:
-        return subprocess.Popen(args, start_new_session=True, **pipes)
+        return subprocess.Popen(
+            args, start_new_session=True, preexec_fn=_die_with_parent(), **pipes
+        )
     except OSError as err:
         raise ToolError(
             f"could not start {Path(args[0]).name} ({err}); "
@@ -229,6 +298,9 @@ def run_tool(
                     cancel()
     except BaseException:
         _kill_group(proc)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         raise
     if proc.returncode != 0:
         raise ToolError(f"{name} exited with status {proc.returncode}: {stderr_tail(stderr)}")
@@ -423,11 +495,6 @@ def probe(path: str | Path) -> MediaInfo:
             f"{shown} does not say how long it is; remux it to mp4 "
             "(`ffmpeg -i <file> -c copy out.mp4`) and try again."
         )
-    if duration > MAX_DURATION:
-        raise MediaError(
-            f"{shown} claims to last {duration / 3600:.1f} h, more than the "
-            f"{MAX_DURATION / 3600:.0f} h limit; cut it into shorter parts."
-        )
     audio = [
         AudioStream(
             index=int(s["index"]),
@@ -441,11 +508,29 @@ def probe(path: str | Path) -> MediaInfo:
     ]
     if not any(a.channels > 0 and a.sample_rate > 0 for a in audio):
         raise MediaError(f"{shown} has no audio track; choose a recording that includes sound.")
+    for track in audio:
+        # ffmpeg's resampler needs memory in proportion to the ratio of the rates: a 1 Hz track
+        # took 3.5 GB; a rate outside what recorders produce is a broken or hostile header.
+        if track.sample_rate and not MIN_SAMPLE_RATE <= track.sample_rate <= MAX_SAMPLE_RATE:
+            raise MediaError(
+                f"{shown} has an audio track at {track.sample_rate} Hz, outside the "
+                f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz of real recordings; re-export it at "
+                "44100 or 48000 Hz."
+            )
+    # After the rates: a wrong rate is what makes a small file claim a long duration.
+    limit = max_duration()
+    if duration > limit:
+        raise MediaError(
+            f"{shown} lasts {_hours(duration)}, more than the {_hours(limit)} limit; "
+            "cut it into shorter parts."
+        )
     pictures = [
         s
         for s in streams
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
+    for s in pictures:
+        _check_frame(shown, int(_number(s.get("width")) or 0), int(_number(s.get("height")) or 0))
     picture = pictures[0] if pictures else {}
     return MediaInfo(
         path,
@@ -458,6 +543,15 @@ def probe(path: str | Path) -> MediaInfo:
         height=_positive_int(picture.get("height")),
         frame_rate=_rate(picture.get("avg_frame_rate")) or _rate(picture.get("r_frame_rate")),
     )
+
+
+def _check_frame(shown: str, width: int, height: int) -> None:
+    """Refuse a picture so large that cutting it would exhaust memory (8000x8000 took 6.5 GB)."""
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise MediaError(
+            f"{shown} has {width}x{height} pixel frames, more than the {MAX_PIXELS:,} pixels "
+            f"(or {MAX_SIDE} on a side) accepted; scale it down to 4K or less and try again."
+        )
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -497,18 +591,37 @@ def read_audio(
         "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
     ]  # fmt: skip
     frames = max(1, round(chunk_seconds * sample_rate))
+    limit = max_duration()
     blocks = stream_tool(
         cmd, block_bytes=frames * channels * SAMPLE_BYTES, timeout=READ_TIMEOUT, cancel=cancel
     )
     # A plain function returning a generator: bad arguments fail at the call, not at next().
-    return _decode(blocks, info.path, channels)
+    return _decode(blocks, info.path, channels, max_frames=math.ceil(limit * sample_rate))
 
 
-def _decode(blocks: Iterator[bytes], path: Path, channels: int) -> Iterator[np.ndarray]:
-    """Raw float32 blocks from ffmpeg as (channels, n) arrays."""
+def _decode(
+    blocks: Iterator[bytes], path: Path, channels: int, *, max_frames: int
+) -> Iterator[np.ndarray]:
+    """Raw float32 blocks from ffmpeg as (channels, n) arrays.
+
+    Refuses non-finite samples (a float WAV may hold NaN or infinity, which no model survives)
+    and audio running past ``max_frames``: a container may understate its length.
+    """
+    decoded = 0
     try:
         for block in blocks:
             samples = np.frombuffer(block, dtype="<f4").reshape(-1, channels)  # (n, channels)
+            decoded += samples.shape[0]
+            if decoded > max_frames:
+                raise MediaError(
+                    f"{_shown(path)} holds more audio than the {_hours(max_duration())} limit, "
+                    "whatever its header says; cut it into shorter parts."
+                )
+            if not np.isfinite(samples).all():
+                raise MediaError(
+                    f"{_shown(path)} contains invalid audio samples (NaN or infinity); "
+                    "re-export it as 16-bit or 24-bit audio."
+                )
             yield np.ascontiguousarray(samples.T, dtype=np.float32)  # (channels, n)
     except ToolError as err:
         raise MediaError(

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from . import outputs, selection, sources
+from . import outfolder, outputs, selection, sources
 from .engine import Engine
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
@@ -122,41 +121,33 @@ def detect(
     """Analyse ``source``, select and render into ``out_dir`` (default
     ``./highlights/<input name>``).
 
-    Everything is written into a hidden folder beside ``out_dir`` and renamed into place at the
-    end, so a failed or cancelled run leaves nothing that looks complete.
+    Everything is written into a hidden staging folder and put in place at the end, so a failed
+    or cancelled run leaves nothing that looks complete. ``out_dir`` must be new, empty or an
+    earlier output of this function (replaced); anything else is refused before any work
+    (:mod:`highlightsense.outfolder` has the rules).
     """
     engine = Engine.create(analysis_settings)
     target = Path(out_dir) if out_dir is not None else default_out_dir(str(source))
-    target = target.expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    target = Path(os.path.abspath(target.expanduser()))
+    staging = outfolder.stage(target)  # refuses a folder holding anyone else's files, first
     stages = Stages(
         progress, {"analyze": 1 - STAGE_WEIGHTS["clips"], "clips": STAGE_WEIGHTS["clips"]}
     )
     try:
-        analysis = engine.analyze(
-            source,
-            progress=stages("analyze"),
-            stems_dir=staging / "stems" if analysis_settings.keep_stems else None,
-        )
-        result = render(analysis, chosen, staging, progress=stages("clips"))
-        stages("clips")(1.0, "Done")
-        _replace_dir(staging, target)
+        with outfolder.writing(staging, target):
+            analysis = engine.analyze(
+                source,
+                progress=stages("analyze"),
+                stems_dir=staging / "stems" if analysis_settings.keep_stems else None,
+            )
+            result = render(analysis, chosen, staging, progress=stages("clips"))
+            stages("clips")(1.0, "Done")
+        outfolder.publish(staging, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        outfolder.discard(staging)
         raise
     result.out_dir = target
     for name in ("clip_paths", "vertical_paths", "timeline_paths"):
         moved = [target / p.relative_to(staging) for p in getattr(result, name)]
         setattr(result, name, moved)
     return result
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)

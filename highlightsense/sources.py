@@ -23,7 +23,6 @@ import yt_dlp
 from . import media
 from .errors import SourceError
 
-MAX_DURATION = 6 * 3600.0  # s of VOD accepted by default
 MAX_BYTES = 8 * 2**30  # bytes of download accepted by default
 MAX_URL_LENGTH = 2048  # characters
 
@@ -106,8 +105,13 @@ def _hours(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
 
 
-def check_info(info: Mapping[str, Any], max_duration: float = MAX_DURATION) -> None:
-    """Refuse what yt-dlp describes as a playlist, a live or upcoming stream, or too long."""
+def check_info(info: Mapping[str, Any], max_duration: float | None = None) -> None:
+    """Refuse what yt-dlp describes as a playlist, a live or upcoming stream, or too long.
+
+    ``max_duration`` (s) defaults to the one limit uploads have too (:func:`media.max_duration`).
+    """
+    if max_duration is None:
+        max_duration = media.max_duration()
     name = _shown(str(info.get("title") or info.get("id") or "this video"))
     if info.get("_type") in ("playlist", "multi_video") or "entries" in info:
         raise SourceError(f"{name} is a playlist; paste the link of a single video.")
@@ -176,7 +180,7 @@ def fetch(
     url: str,
     dest_dir: Path,
     *,
-    max_duration: float = MAX_DURATION,
+    max_duration: float | None = None,
     max_bytes: int = MAX_BYTES,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], None] | None = None,
@@ -184,10 +188,11 @@ def fetch(
     """Download a Twitch VOD or YouTube video into ``dest_dir``; return the probed file.
 
     The link is checked before any network access, then the video's description before any
-    download (no live streams, at most ``max_duration`` seconds). Video is fetched at up to
-    720p and merged with its audio into mp4 (mkv when the codecs need it), at most
-    ``max_bytes``. ``progress(fraction, message)`` follows each downloaded file; whatever it
-    or ``cancel`` raises stops the download. Partial files never reach ``dest_dir``.
+    download (no live streams, at most ``max_duration`` seconds, by default the limit uploads
+    have too). Video is fetched at up to 720p and merged with its audio into mp4 (mkv when the
+    codecs need it), at most ``max_bytes``. ``progress(fraction, message)`` follows each
+    downloaded file; whatever it or ``cancel`` raises stops the download. Partial files never
+    reach ``dest_dir``.
     """
     canonical = check_url(url)
     limit = f"{max_bytes / 2**30:.1f} GiB"

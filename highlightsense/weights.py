@@ -6,6 +6,11 @@ fetched once into the cache and verified against its git blob id. A weights stri
 local path (a ``.pt`` checkpoint, a ``.safetensors`` file beside its ``config.json``, or a folder
 holding both), ``hf://owner/repo[/path/in/repo][@revision]``, or an ``https://`` URL pinned by a
 hash (``…#sha256=<hex>``). Checkpoints are loaded with ``weights_only=True``: never any code.
+
+A weights file is checked before anything is allocated for it: its size, its zip members' sizes,
+its architecture values (ranges and the parameter count they imply, derived on the meta device)
+and every tensor's shape against that architecture. Downloads are https only (redirects too),
+capped in size and bounded by an overall deadline.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import WeightsError
+from .features import N_MELS
 from .model import CRNN, ModelConfig, canonical_state_dict
 
 WEIGHTS_ENV = "HIGHLIGHTSENSE_WEIGHTS"
@@ -31,7 +39,26 @@ LOCAL_DEFAULT = Path("weights") / "best_model.pt"
 SAFETENSORS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 DOWNLOAD_TIMEOUT = 60.0  # s per network read
+DOWNLOAD_DEADLINE = 600.0  # s for a whole download (24 MB at 40 kB/s)
+DOWNLOAD_BLOCK = 1 << 16  # bytes read at a time (whatever has arrived, up to this)
+MAX_WEIGHTS_BYTES = 160 << 20  # bytes a weights file may hold, uncompressed (published: 24 MB)
+MAX_DOWNLOAD_BYTES = MAX_WEIGHTS_BYTES  # bytes a download may send
+MAX_CONFIG_BYTES = 64 << 10  # bytes of a config.json
+MAX_PARAMETERS = 32_000_000  # parameters (128 MB in float32); the published model has ≈ 6 M
 FORMAT = "highlightsense-crnn"  # config.json's "format", so a stray config is not mistaken
+
+# Ranges of the architecture values a checkpoint may declare: anything outside is a broken or
+# hostile config (the model would not fit the features, or would exhaust memory when built).
+INT_RANGES = {
+    "rnn_hidden": (1, 2048),
+    "rnn_layers": (1, 8),
+    "attention_dim": (1, 2048),
+    "classifier_dim": (1, 2048),
+    "max_frames": (16, 1 << 17),
+}
+MAX_BLOCKS = 8  # conv blocks
+MAX_CONV_CHANNELS = 2048
+MAX_POOL = 4  # per axis
 
 
 @dataclass(frozen=True)
@@ -78,22 +105,62 @@ def _hash_file(path: Path, digest) -> str:
     return digest.hexdigest()
 
 
+def _allowed_url(url: str) -> bool:
+    """https, or plain http to this machine itself (a local mirror, the tests' server)."""
+    parts = urllib.parse.urlsplit(url)
+    loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+    return parts.scheme == "https" or loopback
+
+
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an allowed URL: https must not turn into http on the way."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not _allowed_url(newurl):
+            raise WeightsError(
+                f"{req.full_url} redirects to {newurl[:200]}, which is not https; "
+                "the weights were not downloaded."
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _download(url: str, dest: Path, check) -> Path:
-    """Stream ``url`` to a temporary file, ``check(tmp)`` it, then rename it to ``dest``."""
+    """Stream ``url`` to a temporary file, ``check(tmp)`` it, then rename it to ``dest``.
+
+    At most :data:`MAX_DOWNLOAD_BYTES` and :data:`DOWNLOAD_DEADLINE` seconds in all, whatever
+    the server sends or says (a trickle of one byte every few seconds never times out a read).
+    """
+    if not _allowed_url(url):
+        raise WeightsError(f"Weights URLs must use https:// (got {url}).")
+    opener = urllib.request.build_opener(_HttpsRedirects)
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
+    limit = f"{MAX_DOWNLOAD_BYTES >> 20} MB"
     dest.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
     tmp = Path(tmp_name)
     try:
-        with (
-            os.fdopen(handle, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r,
-        ):
-            for block in iter(lambda: r.read(1 << 20), b""):
+        with os.fdopen(handle, "wb") as out, opener.open(url, timeout=DOWNLOAD_TIMEOUT) as r:
+            declared = r.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                raise WeightsError(f"{url} is larger than {limit}; it is not a weights file.")
+            written = 0
+            while block := r.read1(DOWNLOAD_BLOCK):
+                written += len(block)
+                if written > MAX_DOWNLOAD_BYTES:
+                    raise WeightsError(f"{url} sent more than {limit}; it is not a weights file.")
+                if time.monotonic() > deadline:
+                    raise WeightsError(
+                        f"Downloading {url} took more than {DOWNLOAD_DEADLINE:.0f} s; "
+                        "try again later or download the file yourself and pass its path."
+                    )
                 out.write(block)
         check(tmp)
         tmp.replace(dest)
     except OSError as exc:
-        raise WeightsError(f"Could not download the weights from {url} ({exc}).") from exc
+        raise WeightsError(
+            f"Could not download the weights from {url} ({getattr(exc, 'reason', exc)}); "
+            "check the address and your connection."
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -118,9 +185,8 @@ def fetch_published(published: Published = PUBLISHED) -> Path:
 
 def _fetch_url(url: str) -> Path:
     parts = urllib.parse.urlsplit(url)
-    loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
     expected = urllib.parse.parse_qs(parts.fragment).get("sha256", [""])[0].lower()
-    if parts.scheme != "https" and not loopback:
+    if not _allowed_url(url):
         raise WeightsError(f"Weights URLs must use https:// (got {url}).")
     if len(expected) != 64:
         raise WeightsError(
@@ -189,12 +255,104 @@ def resolve(weights: str | os.PathLike | None = None) -> Path:
         ) from exc
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rate(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
+
+
+def _config_problem(data: dict) -> str | None:
+    """What is wrong with a checkpoint's architecture values, or None (the dict as stored)."""
+    if data.get("n_mels", N_MELS) != N_MELS or data.get("in_channels", 2) != 2:
+        return f"it is made for other features than {N_MELS} mel bands of voice and game"
+    for key, (low, high) in INT_RANGES.items():
+        if key in data and not (_is_int(data[key]) and low <= data[key] <= high):
+            return f"{key} must be a whole number from {low} to {high}"
+    channels = data.get("channels", ModelConfig.channels)
+    pools = data.get("pools", ModelConfig.pools)
+    if not (
+        isinstance(channels, list | tuple)
+        and 1 <= len(channels) <= MAX_BLOCKS
+        and all(_is_int(c) and 1 <= c <= MAX_CONV_CHANNELS for c in channels)
+    ):
+        return f"channels must be 1 to {MAX_BLOCKS} numbers from 1 to {MAX_CONV_CHANNELS}"
+    if not (
+        isinstance(pools, list | tuple)
+        and len(pools) == len(channels)
+        and all(
+            isinstance(p, list | tuple)
+            and len(p) == 2
+            and all(_is_int(n) and 1 <= n <= MAX_POOL for n in p)
+            for p in pools
+        )
+    ):
+        return f"pools must be one (frequency, time) pair from 1 to {MAX_POOL} per conv block"
+    freq = N_MELS
+    for pool_freq, _ in pools:
+        freq //= pool_freq
+    if freq < 1:
+        return "its pools leave no frequency band"
+    if not _is_rate(data.get("rnn_dropout", 0.0)):
+        return "rnn_dropout must be a number from 0 to below 1"
+    dropout = data.get("dropout", ModelConfig.dropout)
+    if not (
+        isinstance(dropout, list | tuple) and len(dropout) == 2 and all(map(_is_rate, dropout))
+    ):
+        return "dropout must be two numbers from 0 to below 1"
+    return None
+
+
+def checked_config(data: object, name: str) -> ModelConfig:
+    """A checkpoint's architecture as a ModelConfig, refused (WeightsError) unless every value
+    is in range and the model it describes is of a sane size: nothing is allocated to find out
+    (the parameters are counted on the meta device)."""
+    if not isinstance(data, dict):
+        raise WeightsError(f"{name} has a config that is not a mapping; it is not ours.")
+    problem = _config_problem(data)
+    if problem is None:
+        config = ModelConfig.from_dict(data)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in CRNN(config).parameters())
+        if parameters > MAX_PARAMETERS:
+            problem = f"its architecture has {parameters:,} parameters, over {MAX_PARAMETERS:,}"
+    if problem is not None:
+        raise WeightsError(f"{name} does not describe a usable HighlightSense CRNN: {problem}.")
+    return config
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse a checkpoint that is not torch's zip format or would unpack to too much.
+
+    torch allocates each tensor's storage at the size the archive declares, so a small
+    compressed file can ask for gigabytes: the central directory is read first.
+    """
+    too_big = WeightsError(
+        f"{path.name} holds more than {MAX_WEIGHTS_BYTES >> 20} MB of data, far more than a "
+        "HighlightSense model; it was not loaded."
+    )
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise too_big
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"{path.name} is not a loadable PyTorch checkpoint ({type(exc).__name__}); "
+            "check that the download finished and that it is a best_model.pt."
+        ) from exc
+    if sum(member.file_size for member in members) > MAX_WEIGHTS_BYTES:
+        raise too_big
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
     """A checkpoint file or safetensors folder → (state dict, config, metadata)."""
     if path.is_dir() or path.suffix == ".safetensors":
         folder = path if path.is_dir() else path.parent
         tensors = folder / SAFETENSORS_NAME if path.is_dir() else path
         return _read_safetensors(tensors, folder / CONFIG_NAME)
+    _check_zip(path)
     try:
         package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, refused globals: all mean "not weights"
@@ -204,7 +362,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, d
         ) from exc
     if isinstance(package, dict) and isinstance(package.get("model"), dict):
         meta = {k: v for k, v in package.items() if k not in ("model", "config", "optimizer")}
-        config = ModelConfig.from_dict(package.get("config") or {})
+        config = checked_config(package.get("config") or {}, path.name)
         return package["model"], config, meta
     if isinstance(package, dict) and all(isinstance(v, torch.Tensor) for v in package.values()):
         return package, ModelConfig(), {}  # a bare state dict
@@ -219,23 +377,40 @@ def _read_safetensors(tensors: Path, config_path: Path):
     from safetensors.torch import load_file
 
     try:
+        if config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise WeightsError(f"{config_path.name} is too large to be a model config.")
         config_data = json.loads(config_path.read_text())
+        if not isinstance(config_data, dict) or config_data.get("format") != FORMAT:
+            raise WeightsError(f"{config_path} is not a HighlightSense model config.")
+        config = checked_config(config_data.get("model", {}), config_path.name)
+        # safetensors checks that the declared shapes fill the file exactly: capping the file
+        # caps what load_file allocates.
+        if tensors.stat().st_size > MAX_WEIGHTS_BYTES:
+            raise WeightsError(
+                f"{tensors.name} holds more than {MAX_WEIGHTS_BYTES >> 20} MB, far more than a "
+                "HighlightSense model; it was not loaded."
+            )
         state = load_file(tensors)
     except (OSError, ValueError, SafetensorError) as exc:
         raise WeightsError(
-            f"Could not read {tensors.name} with its {CONFIG_NAME} ({exc}); "
+            f"Could not read {tensors.name} with its {CONFIG_NAME} ({type(exc).__name__}); "
             "export the folder again with `highlightsense export-weights`."
         ) from exc
-    if config_data.get("format") != FORMAT:
-        raise WeightsError(f"{config_path} is not a HighlightSense model config.")
-    return state, ModelConfig.from_dict(config_data.get("model", {})), config_data.get("meta", {})
+    meta = config_data.get("meta", {})
+    return state, config, meta if isinstance(meta, dict) else {}
 
 
 def build_model(state: dict[str, torch.Tensor], config: ModelConfig, name: str = "weights") -> CRNN:
-    """A CRNN with ``state`` loaded strictly; mismatches become one WeightsError sentence."""
-    model = CRNN(config)
+    """A CRNN with ``state`` loaded strictly; mismatches become one WeightsError sentence.
+
+    The expected shapes come from a model on the meta device: nothing is allocated for a
+    checkpoint that does not match.
+    """
+    with torch.device("meta"):
+        expected = CRNN(config).state_dict()
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{name} holds values that are not tensors; it is not a state dict.")
     state = canonical_state_dict(state)
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(
@@ -251,6 +426,7 @@ def build_model(state: dict[str, torch.Tensor], config: ModelConfig, name: str =
             if keys:
                 details.append(f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}")
         raise WeightsError(f"{name} does not match the HighlightSense CRNN ({'; '.join(details)}).")
+    model = CRNN(config)
     model.load_state_dict(state, strict=True)
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
         raise WeightsError(f"{name} contains NaN or infinite values; it is corrupt.")

@@ -221,7 +221,7 @@ def test_cut_failure_is_a_media_error(media_dir: Path, tmp_path: Path) -> None:
     info = media.probe(source)
     source.write_bytes(b"\0" * 100)  # replaced after probing
     with pytest.raises(
-        MediaError, match="could not cut highlight_01.mp4 from `gone.mp4`"
+        MediaError, match="could not cut the clip at 00:00:01-00:00:02 from `gone.mp4`"
     ) as caught:
         clips.cut_clips(info, [(1.0, 2.0)], tmp_path / "out")
     assert "\n" not in str(caught.value)
