@@ -98,7 +98,7 @@ def test_every_damaged_entry_is_a_miss(cache_root):
     assert len(cases) == 12
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, database=None)
 @given(position=st.integers(0, 10_000), bit=st.integers(0, 7))
 def test_any_flipped_bit_is_a_miss_or_the_exact_array(tmp_path_factory, position, bit):
     os.environ["HIGHLIGHTSENSE_CACHE"] = str(tmp_path_factory.mktemp("c"))
