@@ -18,17 +18,15 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import features, media
-from .weights import cache_dir
+from .files import cache_dir, hash_file, write_atomic
 
 FEATURE_VERSION = 2  # bump when the features or the entry format change: old entries are unused
-HASH_BLOCK = 4 << 20  # bytes read at a time when hashing the input
 MAX_BYTES_ENV = "HIGHLIGHTSENSE_CACHE_MAX_GB"
 MAX_BYTES_DEFAULT = 4 << 30  # bytes of features kept (a 3-hour VOD is ≈ 300 MB)
 MAGIC = b"HSFEAT\x00\x02"  # first bytes of an entry
@@ -40,11 +38,7 @@ OLD_SUFFIXES = (".npy",)  # entries of earlier versions, pruned like the others
 
 def content_hash(path: Path) -> str:
     """sha256 of the file's bytes (the cache key must not depend on its name or place)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hash_file(path)
 
 
 def feature_key(content: str, producer: str) -> str:
@@ -124,13 +118,9 @@ def store(key: str, spec: np.ndarray) -> bool:
     if spec.ndim != 3 or spec.shape[:2] != (2, features.N_MELS):
         raise ValueError(f"features must be (2, {features.N_MELS}, T), got {spec.shape}")
     folder = _folder()
-    tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=SUFFIX)
-        with os.fdopen(handle, "wb") as file:
-            file.write(_entry_bytes(spec))
-        os.replace(tmp, folder / f"{key}{SUFFIX}")
+        write_atomic(folder / f"{key}{SUFFIX}", _entry_bytes(spec))
         _prune(folder)
     except OSError as err:
         warnings.warn(
@@ -139,9 +129,6 @@ def store(key: str, spec: np.ndarray) -> bool:
             stacklevel=2,
         )
         return False
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return True
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from . import outfolder
 from .errors import Cancelled, MediaError, ToolError
+from .files import atomic_path
 from .media import MediaInfo, ffmpeg_path, input_args, run_tool, tool_reason
 from .timecode import format_timestamp
 
@@ -110,20 +110,20 @@ def _cut_one(
     command: Callable[..., list[str]],
 ) -> Path:
     """Cut one clip to a temporary name beside ``target``, then rename it into place."""
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
 
     def check_stop() -> None:
         if stop.is_set():
             raise Cancelled("cutting clips was cancelled")
 
     timeout = CUT_TIMEOUT + CUT_TIMEOUT_PER_SECOND * (span[1] - span[0])
+    partial = target
     try:
-        run_tool(
-            command(info, span, partial, copy=copy, stream=stream),
-            timeout=timeout,
-            cancel=check_stop,
-        )
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            run_tool(
+                command(info, span, partial, copy=copy, stream=stream),
+                timeout=timeout,
+                cancel=check_stop,
+            )
     except ToolError as err:
         code = outfolder.tool_disk_error(str(err))
         if code is not None:  # the output, not the recording: say which folder, not which file
@@ -142,8 +142,6 @@ def _cut_one(
             f"could not cut the clip at {format_timestamp(span[0])}-{format_timestamp(span[1])} "
             f"from `{info.path.name}` ({reason}); {advice}."
         ) from err
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -31,10 +30,10 @@ import torch
 
 from .errors import WeightsError
 from .features import N_MELS
+from .files import atomic_path, cache_dir, hash_file
 from .model import CRNN, ModelConfig, canonical_state_dict
 
 WEIGHTS_ENV = "HIGHLIGHTSENSE_WEIGHTS"
-CACHE_ENV = "HIGHLIGHTSENSE_CACHE"
 LOCAL_DEFAULT = Path("weights") / "best_model.pt"
 SAFETENSORS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -83,26 +82,14 @@ PUBLISHED = Published(
 )
 
 
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "highlightsense"
-    return Path(root)
-
-
 def git_blob_id(path: Path) -> str:
     """Git's blob id of a file: sha1 of ``b"blob <size>\\0"`` + its bytes."""
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    return _hash_file(path, digest)
+    return hash_file(path, digest)
 
 
 def sha256_file(path: Path) -> str:
-    return _hash_file(path, hashlib.sha256())
-
-
-def _hash_file(path: Path, digest) -> str:
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hash_file(path)
 
 
 def _allowed_url(url: str) -> bool:
@@ -136,10 +123,12 @@ def _download(url: str, dest: Path, check) -> Path:
     deadline = time.monotonic() + DOWNLOAD_DEADLINE
     limit = f"{MAX_DOWNLOAD_BYTES >> 20} MB"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(handle, "wb") as out, opener.open(url, timeout=DOWNLOAD_TIMEOUT) as r:
+        with (
+            atomic_path(dest) as tmp,
+            open(tmp, "wb") as out,
+            opener.open(url, timeout=DOWNLOAD_TIMEOUT) as r,
+        ):
             declared = r.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
                 raise WeightsError(f"{url} is larger than {limit}; it is not a weights file.")
@@ -154,15 +143,13 @@ def _download(url: str, dest: Path, check) -> Path:
                         "try again later or download the file yourself and pass its path."
                     )
                 out.write(block)
-        check(tmp)
-        tmp.replace(dest)
+            out.close()
+            check(tmp)
     except OSError as exc:
         raise WeightsError(
             f"Could not download the weights from {url} ({getattr(exc, 'reason', exc)}); "
             "check the address and your connection."
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

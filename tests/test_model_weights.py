@@ -137,7 +137,7 @@ def test_url_weights_are_verified_by_hash(http_dir, checkpoint, tmp_path, monkey
         weights.resolve(f"{base}/m.pt")
     with pytest.raises(WeightsError, match="https"):
         weights.resolve(f"http://example.com/m.pt#sha256={digest}")
-    assert not list((tmp_path / "cache" / "weights").glob(".part-*"))
+    assert not list((tmp_path / "cache" / "weights").glob(".*.part"))
 
 
 def test_published_checkpoint_is_verified_by_blob_id(http_dir, checkpoint, tmp_path, monkeypatch):
