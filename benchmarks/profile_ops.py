@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crnn-only", action="store_true")
     parser.add_argument("--demucs-only", action="store_true")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument(
+        "--mha-fastpath", action="store_true", help="torch's attention fast path (the default)"
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
     args = parser.parse_args(argv)
 
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         length = int(separator.samplerate * separator.segment)
         mix = torch.randn(1, separator.audio_channels, length)
         autocast = args.precision == "bf16"
+
+        torch.backends.mha.set_fastpath_enabled(args.mha_fastpath)
 
         def demucs() -> None:
             with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):

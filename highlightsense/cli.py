@@ -93,7 +93,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-stems", action="store_true", help="also write stems/*.wav")
     parser.add_argument("--no-cache", action="store_true", help="do not reuse cached features")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 

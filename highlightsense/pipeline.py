@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache, clips, features, media, scoring, selection, sources, stems, weights
+from . import cache, clips, cpu, features, media, scoring, selection, sources, stems, weights
 from .errors import Cancelled, MediaError, SettingsError
 from .plots import score_figure
 
@@ -69,7 +69,8 @@ class Settings:
     clips: bool = True  # cut clips at all
     keep_stems: bool = False  # write stems/vocals.wav and stems/game.wav
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16: autocast for separation, and for scoring on a GPU
+    precision: str = "auto"  # auto | fp32 | bf16: autocast for separation (auto: bf16 on CPUs
+    # where it is faster, cpu.default_precision), and for scoring on a GPU when bf16
     batch_size: int | None = None  # windows (and Demucs segments) per forward; None: per device
     use_cache: bool = True  # reuse cached separation + features of the same input
     slice_sec: float = 1200.0  # s of VOD separated per GPU call when analyze_source gets gpu=
@@ -82,8 +83,8 @@ class Settings:
                 raise SettingsError(f"Padding must be between 0 and {MAX_PAD:.0f} seconds.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise SettingsError(f"The device must be auto, cpu or cuda (got {self.device!r}).")
-        if self.precision not in ("fp32", "bf16"):
-            raise SettingsError(f"The precision must be fp32 or bf16 (got {self.precision!r}).")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SettingsError(f"The precision must be auto, fp32 or bf16 ({self.precision!r}).")
         if not 60.0 <= self.slice_sec <= 24 * 3600.0:
             raise SettingsError(f"A slice must be 60 s to 24 h long (got {self.slice_sec:g} s).")
         if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
@@ -120,6 +121,11 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if available else "cpu"
     return device
+
+
+def separation_precision(settings: Settings, device: str) -> str:
+    """fp32 or bf16 for Demucs: the settings' choice, or the CPU's default for auto."""
+    return cpu.default_precision(device) if settings.precision == "auto" else settings.precision
 
 
 def _parallelism(device: str) -> tuple[int, int]:
@@ -328,7 +334,7 @@ def _separated_pairs(
             std=mix.std,
             batch_size=segments,
             workers=workers,
-            precision=settings.precision,
+            precision=separation_precision(settings, separator.device.type),
             progress=stages("separate"),
         )
 
@@ -525,7 +531,7 @@ def features_range(
             mean=mix.mean,
             std=mix.std,
             batch_size=segments,
-            precision=settings.precision,
+            precision=separation_precision(settings, device),
         )
         on_grid = -(-begin // FRAME_SAMPLES) * FRAME_SAMPLES  # first frame-aligned sample
         pairs = _drop_leading(iter(pairs), on_grid - begin)

@@ -1,0 +1,53 @@
+"""The CPU policies: which CPUs get bf16 by default, and reading /proc/cpuinfo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from highlightsense import cpu, pipeline
+
+CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+model name\t: Some CPU
+flags\t\t: fpu sse2 avx2 {extra}
+
+processor\t: 1
+vendor_id\t: {vendor}
+flags\t\t: fpu
+"""
+
+
+@pytest.mark.parametrize(
+    ("vendor", "extra", "fast"),
+    [
+        ("GenuineIntel", "avx512f amx_bf16 amx_tile avx512_bf16", True),
+        ("GenuineIntel", "avx512f avx512_bf16", False),  # measured slower (benchmarks/README.md)
+        ("AuthenticAMD", "avx512f avx512_bf16", True),
+        ("AuthenticAMD", "avx512f", False),
+        ("GenuineIntel", "", False),
+    ],
+)
+def test_bf16_only_where_it_is_faster(tmp_path: Path, vendor: str, extra: str, fast: bool):
+    info = tmp_path / "cpuinfo"
+    info.write_text(CPUINFO.format(vendor=vendor, extra=extra))
+    read_vendor, flags = cpu.cpu_flags(info)
+    assert read_vendor == vendor
+    assert flags == frozenset(["fpu", "sse2", "avx2", *extra.split()])
+    assert cpu.fast_bf16(read_vendor, flags) is fast
+
+
+def test_no_cpuinfo_means_fp32(tmp_path: Path):
+    assert cpu.cpu_flags(tmp_path / "missing") == ("", frozenset())
+    assert not cpu.fast_bf16(*cpu.cpu_flags(tmp_path / "missing"))
+
+
+def test_explicit_precision_wins_over_auto(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: ("AuthenticAMD", frozenset({"avx512_bf16"})))
+    assert pipeline.separation_precision(pipeline.Settings(), "cpu") == "bf16"
+    assert pipeline.separation_precision(pipeline.Settings(precision="fp32"), "cpu") == "fp32"
+    assert pipeline.separation_precision(pipeline.Settings(), "cuda") == "fp32"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: ("GenuineIntel", frozenset({"avx512_bf16"})))
+    assert pipeline.separation_precision(pipeline.Settings(), "cpu") == "fp32"
+    assert pipeline.separation_precision(pipeline.Settings(precision="bf16"), "cpu") == "bf16"
