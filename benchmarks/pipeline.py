@@ -115,6 +115,7 @@ def run_ours(config: dict) -> dict:
         "windows": len(result.windows),
         "clips": len(result.clip_paths),
         "peak_rss_mib": common.peak_rss_mib(),
+        **common.cpu_usage(),
         "parallelism": "{} x {}".format(*pipeline._parallelism("cpu")),
     }
 
@@ -156,6 +157,10 @@ def summarize(runs: list[dict]) -> dict:
         "total": statistics.median(totals),
         "total_min": min(totals),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        **{
+            k: statistics.median(r[k] for r in runs)
+            for k in ("user_sec", "sys_sec", "minor_faults")
+        },
     }
 
 

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
                 model(mix)
 
-        _profile(f"{args.separator} segment ({length} samples, {args.precision})", demucs, args.rows)
+        _profile(
+            f"{args.separator} segment ({length} samples, {args.precision})", demucs, args.rows
+        )
     if not args.demucs_only:
         from model_fixtures import random_crnn
 
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         crnn = random_crnn()
         length = scoring.window_frames(args.window_sec)
         spec = torch.randn(2, 80, length + 215 * (args.batch - 1))
-        spec_rows = [scoring.pad_window(spec[..., 215 * i : 215 * i + length]) for i in range(args.batch)]
+        spec_rows = [
+            scoring.pad_window(spec[..., 215 * i : 215 * i + length]) for i in range(args.batch)
+        ]
         windows = torch.stack([w for w, _ in spec_rows])
         masks = torch.stack([m for _, m in spec_rows])
 
