@@ -626,6 +626,7 @@ def analyze_source(
             f"tracks between 1 and {len(info.audio_streams)}."
         )
     device = resolve_device(settings.device)
+    cpu.tune_allocator()  # big freed buffers reused, not unmapped and faulted in again
     loaded = weights.load(settings.weights, device)  # fail on bad weights before separating
     seconds["probe"] = time.perf_counter() - began
 
