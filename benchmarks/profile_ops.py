@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="CRNN windows per batch")
     parser.add_argument("--window-sec", type=float, default=30.0)
     parser.add_argument("--crnn-only", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="CRNN forward over the padded windows")
     parser.add_argument("--demucs-only", action="store_true")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument(
@@ -88,9 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         windows = torch.stack([w for w, _ in spec_rows])
         masks = torch.stack([m for _, m in spec_rows])
 
+        real = spec.unfold(-1, length, 215).permute(2, 0, 1, 3)[: args.batch]  # (B, 2, 80, t)
+
         def score() -> None:
             with torch.inference_mode():
-                crnn(windows, masks)
+                if args.plain:  # the CNN over the padding too
+                    crnn(windows, masks)
+                else:
+                    crnn.forward_padded(real, real.amin(dim=(1, 2, 3)), windows.shape[-1])
 
         _profile(f"CRNN batch of {args.batch} x {length} frames", score, args.rows)
 
