@@ -118,6 +118,20 @@ def peak_rss_mib() -> float:
     return max(own, children)
 
 
+def cpu_usage() -> dict[str, float]:
+    """CPU seconds in user and system mode and minor page faults of this process and the children
+    it waited for. On a shared machine the wall time depends on what else runs; the CPU time a
+    run needed does much less (with workers it adds the cores' times up)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return {
+        "user_sec": own.ru_utime + children.ru_utime,
+        "sys_sec": own.ru_stime + children.ru_stime,
+        "minor_faults": own.ru_minflt + children.ru_minflt,
+    }
+
+
 class Stopwatch:
     """Wall seconds per named stage, summed over repeated entries."""
 

@@ -159,6 +159,7 @@ def run_published(config: dict) -> dict:
         "windows": len(rows),
         "clips": len(kept),
         "peak_rss_mib": common.peak_rss_mib(),
+        **common.cpu_usage(),
         "parallelism": f"1 x {torch.get_num_threads()}",
     }
 
@@ -207,12 +208,22 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(f"published: {k}", f"{published['seconds'][k]:.2f}", "") for k in STAGES]
     rows += [(f"ours: {k}", "", f"{mine_['seconds'][k]:.2f}") for k in ours.STAGES]
     ratio = mine_["total"] / published["total"]
+    cpu_ratio = (mine_["user_sec"] + mine_["sys_sec"]) / (
+        published["user_sec"] + published["sys_sec"]
+    )
     rows += [
         ("total (median)", f"{published['total']:.2f}", f"{mine_['total']:.2f}"),
         ("total (min)", f"{published['total_min']:.2f}", f"{mine_['total_min']:.2f}"),
         ("ratio ours/published", "", f"{ratio:.3f}"),
         ("realtime factor", *(f"{r['audio_sec'] / r['total']:.2f}x" for r in (published, mine_))),
         ("peak RSS (MiB)", *(f"{r['peak_rss_mib']:.0f}" for r in (published, mine_))),
+        (
+            "CPU user+system (s)",
+            *(f"{r['user_sec'] + r['sys_sec']:.1f}" for r in (published, mine_)),
+        ),
+        ("of it system (s)", *(f"{r['sys_sec']:.1f}" for r in (published, mine_))),
+        ("minor page faults", *(f"{r['minor_faults']:.0f}" for r in (published, mine_))),
+        ("CPU-time ratio ours/published", "", f"{cpu_ratio:.3f}"),
         ("windows scored", *(str(r["windows"]) for r in (published, mine_))),
         ("clips cut", *(str(r["clips"]) for r in (published, mine_))),
         ("workers x threads", *(r["parallelism"] for r in (published, mine_))),

@@ -13,6 +13,7 @@ the table shows the median (min in brackets). Inputs and random-weight models ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -69,12 +70,16 @@ def run_ours(config: dict) -> dict:
     """Child: one ``analyze`` run, timed per stage by wrapping the library's hot functions."""
     import numpy as np
 
-    from highlightsense import features, pipeline, stems
+    from highlightsense import features, pipeline, runtime, stems
 
+    plan = runtime.Plan.for_device("cpu", config.get("batch_size"))
     if config.get("workers") or config.get("threads"):  # instead of the per-device default
-        default = pipeline._parallelism("cpu")
-        forced = (config.get("workers") or default[0], config.get("threads") or default[1])
-        pipeline._parallelism = lambda device: forced
+        plan = dataclasses.replace(
+            plan,
+            workers=config.get("workers") or plan.workers,
+            threads=config.get("threads") or plan.threads,
+        )
+        runtime.Plan.for_device = classmethod(lambda cls, device, batch_size=None: plan)
     inner = common.Stopwatch()
     stems.mix_stats = _timed(inner, "decode (stats pass)", stems.mix_stats)
     stems.StemStream._separate_batch = _timed(
@@ -105,7 +110,7 @@ def run_ours(config: dict) -> dict:
         - sum(inner.seconds.get(k, 0.0) for k in STAGES[1:3] + ("features",)),
         "features": inner.seconds.get("features", 0.0),
         "score": outer["score"],
-        "clips+tables": outer["clips+tables"],
+        "clips+tables": result.seconds["clips"],
     }
     np.save(out_dir / "windows.npy", result.windows)
     return {
@@ -115,7 +120,8 @@ def run_ours(config: dict) -> dict:
         "windows": len(result.windows),
         "clips": len(result.clip_paths),
         "peak_rss_mib": common.peak_rss_mib(),
-        "parallelism": "{} x {}".format(*pipeline._parallelism("cpu")),
+        **common.cpu_usage(),
+        "parallelism": f"{plan.workers} x {plan.threads}",
     }
 
 
@@ -123,12 +129,13 @@ def stems_precision_effect(config: dict) -> dict:
     """Child: the whole input separated at fp32 and at bf16; how far apart the stems are."""
     import torch
 
-    from highlightsense import media, pipeline, stems
+    from highlightsense import media, runtime, stems
 
     separator = stems.load_separator(config["name"], Path(config["repo"]))
     mix = torch.from_numpy(media.read_audio_all(media.probe(Path(config["vod"]))))
     mean, std = stems.mix_stats([mix])
-    workers, threads = pipeline._parallelism("cpu")
+    plan = runtime.Plan.for_device("cpu")
+    workers, threads = plan.workers, plan.threads
     out = {}
     torch.set_num_threads(threads)
     for precision in ("fp32", "bf16"):
@@ -156,6 +163,10 @@ def summarize(runs: list[dict]) -> dict:
         "total": statistics.median(totals),
         "total_min": min(totals),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        **{
+            k: statistics.median(r[k] for r in runs)
+            for k in ("user_sec", "sys_sec", "minor_faults")
+        },
     }
 
 

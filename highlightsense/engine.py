@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache, extract, features, media, scoring, slices, sources, stems, weights
+from . import cache, cpu, extract, features, media, scoring, slices, sources, stems, weights
 from .errors import SettingsError
 from .files import cache_dir
 from .progress import STAGE_WEIGHTS, Progress, Stages
@@ -41,6 +41,7 @@ class Engine:
     settings: AnalysisSettings
     device: str  # resolved: "cpu", "cuda:0", …
     plan: Plan
+    precision: str  # resolved for separation: fp32 or bf16
 
     @classmethod
     def create(
@@ -51,7 +52,10 @@ class Engine:
         settings = settings or AnalysisSettings()
         resolved = device or str(resolve_device(settings.device))
         plan = Plan.for_device(resolved, settings.batch_size)
-        return cls(settings, resolved, plan)
+        precision = settings.precision
+        if precision == "auto":
+            precision = cpu.default_precision(torch.device(resolved).type)
+        return cls(settings, resolved, plan, precision)
 
     # --- the models, loaded once per process ----------------------------------------------
 
@@ -104,7 +108,7 @@ class Engine:
         else:
             mix = extract.measure_mix(info, separator.samplerate, stages("read"))
             pairs = extract.separated(
-                info, separator, mix, self.plan, self.settings.precision, stages("separate")
+                info, separator, mix, self.plan, self.precision, stages("separate")
             )
             rate, frames = mix.rate, mix.frames
         with torch_threads(self.plan.threads):  # the pairs are made lazily inside this block
@@ -115,7 +119,7 @@ class Engine:
     ) -> np.ndarray:
         """Frames [start, end) of :meth:`features`' result (see :mod:`highlightsense.slices`)."""
         return slices.features_range(
-            info, self.separator, mix, frames, self.plan, self.settings.precision, self.device
+            info, self.separator, mix, frames, self.plan, self.precision, self.device
         )
 
     def _features_in_slices(
@@ -150,7 +154,7 @@ class Engine:
                 batch_size=self.plan.windows,
                 workers=self.plan.workers,
                 # bf16 autocast makes the CRNN several times slower on CPUs (benchmarks/README.md).
-                precision=self.settings.precision if self.device != "cpu" else "fp32",
+                precision=self.precision if self.device != "cpu" else "fp32",
                 keep_attention=True,
                 progress=trimming_progress(progress),
             )
@@ -192,6 +196,7 @@ class Engine:
                 f"tracks between 1 and {len(info.audio_streams)}."
             )
         self.load()  # fail on bad models before separating
+        cpu.tune_allocator()  # big freed buffers reused, not unmapped and faulted in again
         seconds["probe"] = time.perf_counter() - began
 
         began = time.perf_counter()

@@ -7,7 +7,9 @@ weights over the GRU's time steps (one step = 16 frames ≈ 0.37 s).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -62,7 +64,22 @@ class ConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.relu(self.bn(self.conv(x))))
+        x = self.relu(self.bn(self.conv(x)))
+        # Outside training, the same maxima taken with elementwise maximum: torch's CPU max-pool
+        # kernel is 10-20x slower at these shapes (benchmarks/README.md). Training keeps the
+        # module, whose gradient picks one of tied inputs.
+        return self.pool(x) if self.training else max_pool(x, self.pool.kernel_size)
+
+
+def max_pool(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """x: (B, C, F, T) → (B, C, F // kf, T // kt): MaxPool2d(kernel) (stride = kernel, trailing
+    rows and columns that fill no whole window dropped), as maxima of strided slices."""
+    freq, time = kernel
+    end = x.shape[2] // freq * freq
+    x = functools.reduce(torch.maximum, [x[:, :, i:end:freq] for i in range(freq)])
+    end = x.shape[3] // time * time
+    x = functools.reduce(torch.maximum, [x[..., i:end:time] for i in range(time)])
+    return x
 
 
 class AttentionPool(nn.Module):
@@ -122,6 +139,53 @@ class CRNN(nn.Module):
         """x: (B, 2, 80, T), mask: (B, T) → logits (B,), attention weights (B, T/16)."""
         for block in self.cnn:
             x = block(x)  # ends as (B, 256, 10, T/16)
+        return self._pool_and_classify(x, mask)
+
+    def forward_padded(
+        self, x: torch.Tensor, pad: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 2, 80, t) real frames, pad: (B,) → what :meth:`forward` gives for x
+        right-padded to ``length`` frames with ``pad`` and masked there, without running the
+        convolutions over most of the padding.
+
+        The padding is constant in time, so every block's output is constant in time there too,
+        except within a few columns of its two edges: the CNN runs on the real frames, a margin
+        and the tail only (:class:`_Pieces`), and block 0's instance-norm statistics add the
+        constant part's share in closed form. The GRU and attention see all ``length`` steps, as
+        in :meth:`forward`. Equal to it up to float rounding (tests/test_speed_scoring.py).
+        Falls back to the plain forward when the padding is too short to gain anything, and in
+        training mode (batch norm would then use the batch's statistics).
+        """
+        batch, _, _, real = x.shape
+        mask = (torch.arange(length, device=x.device) < real).expand(batch, -1)  # (B, length)
+        if self.training or not self._padding_plan(real, length):
+            padded = torch.cat([x, pad.to(x.dtype)[:, None, None, None].expand(
+                *x.shape[:-1], length - real)], dim=-1)  # fmt: skip
+            return self.forward(padded, mask)
+        constant = pad.to(x.dtype)[:, None, None, None].expand(*x.shape[:-1], 1)
+        pieces = _Pieces(x, constant, x[..., :0], length)
+        for block in self.cnn:
+            pieces = _block(block, pieces)
+        return self._pool_and_classify(pieces.whole(), mask)
+
+    def _padding_plan(self, real: int, length: int) -> bool:
+        """Whether every block keeps enough constant columns between the edges it computes:
+        :data:`MIN_CONSTANT` before each convolution, and the pooling's widened edges apart."""
+        head, tail, n = real, 0, length
+        for _, step in self.config.pools:
+            if n - head - tail < MIN_CONSTANT:
+                return False
+            head, tail = head + 1, tail + 1  # a 3-wide convolution widens both edges by one
+            head_end, tail_start = -(-head // step) * step, (n - tail) // step * step
+            if head_end > tail_start:
+                return False
+            head, tail, n = head_end // step, n // step - tail_start // step, n // step
+        return True
+
+    def _pool_and_classify(
+        self, x: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 256, 10, S) CNN output → logits (B,), attention weights (B, S)."""
         batch, channels, freq, steps = x.shape
         x = x.permute(0, 3, 1, 2).reshape(batch, steps, channels * freq)  # (B, T/16, 2560)
         h, _ = self.rnn(x)  # (B, T/16, 512)
@@ -131,6 +195,97 @@ class CRNN(nn.Module):
             step_mask = mask[:, :: self.time_reduction][:, :steps] > 0
         context, weights = self.attention(h, step_mask)
         return self.classifier(context).squeeze(-1), weights
+
+
+# Fewer constant columns than this between the computed edges and the shortcut is not used:
+# each 3-wide convolution needs two of them to widen its edges and one left over in the middle.
+MIN_CONSTANT = 3
+
+
+class _Pieces(NamedTuple):
+    """A (B, C, F, n) activation that is constant in time between its edges: columns
+    [0, h) are ``head``, the last ``tail`` columns are ``tail``, every column between equals
+    ``constant`` (B, C, F, 1)."""
+
+    head: torch.Tensor
+    constant: torch.Tensor
+    tail: torch.Tensor
+    length: int  # n
+
+    @property
+    def middle(self) -> int:
+        return self.length - self.head.shape[-1] - self.tail.shape[-1]
+
+    def whole(self) -> torch.Tensor:
+        return torch.cat(
+            [self.head, self.constant.expand(*self.constant.shape[:-1], self.middle), self.tail],
+            dim=-1,
+        )
+
+    def map(self, function) -> _Pieces:
+        return self._replace(
+            head=function(self.head), constant=function(self.constant), tail=function(self.tail)
+        )
+
+
+def _block(block: ConvBlock, x: _Pieces) -> _Pieces:
+    """:meth:`ConvBlock.forward` on the pieces of an activation."""
+    x = _conv(block.conv, x)
+    # batch norm in eval mode is a per-channel affine map, column by column
+    instance = isinstance(block.bn, nn.InstanceNorm2d)
+    x = _instance_norm(block.bn, x) if instance else x.map(block.bn)
+    x = x.map(torch.relu)
+    return _max_pool(block.pool, x)
+
+
+def _conv(conv: nn.Conv2d, x: _Pieces) -> _Pieces:
+    """The 3x3 convolution (padding 1) of the whole activation, as pieces.
+
+    One call over head | 3 constant columns | tail: the output's column h is the head's new
+    last column (it sees the constant), column h + 1 the new constant, and from h + 2 on the new
+    tail, which sees the zero padding past the end exactly as the whole activation does.
+    """
+    width = x.head.shape[-1]
+    k = x.constant
+    y = conv(torch.cat([x.head, k, k, k, x.tail], dim=-1))
+    return _Pieces(
+        y[..., : width + 1], y[..., width + 1 : width + 2], y[..., width + 2 :], x.length
+    )
+
+
+def _instance_norm(norm: nn.InstanceNorm2d, x: _Pieces) -> _Pieces:
+    """Instance norm over all n columns; the constant columns counted ``middle`` times."""
+    count = x.head.shape[2] * x.length  # F · n values per (batch, channel)
+    parts = (x.head.float(), x.constant.float(), x.tail.float())
+    repeats = (1, x.middle, 1)
+    mean = sum(r * p.sum((2, 3)) for r, p in zip(repeats, parts, strict=True)) / count  # (B, C)
+    centred = [p - mean[..., None, None] for p in parts]
+    var = sum(r * c.square().sum((2, 3)) for r, c in zip(repeats, centred, strict=True)) / count
+    scale = torch.rsqrt(var + norm.eps)  # (B, C), biased variance as instance norm uses
+    if norm.affine:
+        shift = norm.bias - mean * scale * norm.weight
+        scale = scale * norm.weight
+    else:
+        shift = -mean * scale
+    dtype = x.head.dtype
+    return x.map(lambda p: (p.float() * scale[..., None, None] + shift[..., None, None]).to(dtype))
+
+
+def _max_pool(pool: nn.MaxPool2d, x: _Pieces) -> _Pieces:
+    """Max-pool (freq, time) with stride = kernel: the head grows to the next multiple of the
+    time kernel and the tail to start at one, borrowing constant columns, so every pooled pair
+    lines up with the whole activation's; past the last whole pair, columns are dropped."""
+    step = pool.kernel_size[1] if isinstance(pool.kernel_size, tuple) else pool.kernel_size
+    width, n, k = x.head.shape[-1], x.length, x.constant
+    head_end = -(-width // step) * step
+    start = n - x.tail.shape[-1]
+    tail_start, end = start // step * step, n // step * step
+    head = torch.cat([x.head, k.expand(*k.shape[:-1], head_end - width)], dim=-1)
+    tail = torch.cat([k.expand(*k.shape[:-1], start - tail_start), x.tail], dim=-1)
+    tail = tail[..., : end - tail_start]
+    constant = k.expand(*k.shape[:-1], step)
+    kernel = pool.kernel_size
+    return _Pieces(*(max_pool(p, kernel) for p in (head, constant, tail)), n // step)
 
 
 # The two state-dict namings in the wild (SPEC §3): the inference notebook's (this module's own,

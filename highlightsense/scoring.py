@@ -116,21 +116,20 @@ def score(
     length = min(window_frames(window_sec), n_frames)
     starts = window_starts(n_frames, window_frames(window_sec), stride_frames(stride_sec))
     pad_to = max(TRAIN_FRAMES, length)
-    positions = torch.arange(pad_to, device=device)
-    real = positions < length  # (pad_to,) the same for every window of a run
+    positions = torch.arange(length, device=device)
     autocast = precision == "bf16"
 
     @torch.inference_mode()  # per call: inference mode is per thread
     def run(begin: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities (B,) and attention (B, S) of the batch of windows from ``begin``."""
         batch_starts = torch.as_tensor(starts[begin : begin + batch_size], device=device)
-        index = batch_starts[:, None] + positions.clamp(max=length - 1)[None]  # (B, pad_to)
-        windows = spec[:, :, index].permute(2, 0, 1, 3)  # (B, 2, 80, pad_to)
-        minimum = windows[..., :length].amin(dim=(1, 2, 3), keepdim=True)
-        windows = torch.where(real, windows, minimum)
-        mask = real.expand(len(batch_starts), -1).to(spec.dtype)
+        index = batch_starts[:, None] + positions[None]  # (B, length)
+        windows = spec[:, :, index].permute(2, 0, 1, 3)  # (B, 2, 80, length)
+        # padded to pad_to with each window's minimum and masked there (pad_window's rule),
+        # without running the convolutions over the padding
+        minimum = windows.amin(dim=(1, 2, 3))  # (B,)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, weights = model(windows, mask)
+            logits, weights = model.forward_padded(windows, minimum, pad_to)
         return torch.sigmoid(logits.float()), weights.float()
 
     begins = range(0, len(starts), batch_size)

@@ -22,7 +22,7 @@ SEPARATOR_ENV = "HIGHLIGHTSENSE_SEPARATOR"
 SEPARATOR_REPO_ENV = "HIGHLIGHTSENSE_SEPARATOR_REPO"
 DEFAULT_SEPARATOR = "htdemucs"  # Demucs' hybrid transformer model (SPEC §1)
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 MAX_BATCH = 1024  # windows (or Demucs segments) per forward at most
 TIMELINE_ORDERS = ("rank", "time")
@@ -55,7 +55,8 @@ class AnalysisSettings:
     window_sec: float = scoring.WINDOW_SEC  # s, clip length scored by the model (≤ 60)
     stride_sec: float = scoring.STRIDE_SEC  # s between window starts
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16: autocast for separation, and for scoring on a GPU
+    precision: str = "auto"  # auto | fp32 | bf16: autocast for separation (auto: bf16 only on CPUs
+    # where it is faster, see cpu.default_precision), and for scoring on a GPU when bf16
     batch_size: int | None = None  # windows (and Demucs segments) per forward; None: per device
     use_cache: bool = True  # reuse cached separation + features of the same input
     keep_stems: bool = False  # also write the separated stems (separates again, never cached)
@@ -65,7 +66,9 @@ class AnalysisSettings:
         if self.device not in DEVICES:
             raise SettingsError(f"The device must be auto, cpu or cuda (got {self.device!r}).")
         if self.precision not in PRECISIONS:
-            raise SettingsError(f"The precision must be fp32 or bf16 (got {self.precision!r}).")
+            raise SettingsError(
+                f"The precision must be auto, fp32 or bf16 (got {self.precision!r})."
+            )
         if self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH:
             raise SettingsError(
                 f"The batch size must be between 1 and {MAX_BATCH} (got {self.batch_size})."
