@@ -120,7 +120,7 @@ def _fake_analysis(tmp_path: Path, count: int) -> Analysis:
     return Analysis(
         source=info.path, info=info, windows=windows, attention=np.zeros((count, 4)),
         loudness=np.zeros((2, 8)), model_identity="m", producer="p",
-        settings=AnalysisSettings(), seconds={"probe": 0.5},
+        settings=AnalysisSettings(), step_frames=16, seconds={"probe": 0.5},
     )  # fmt: skip
 
 
