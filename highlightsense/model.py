@@ -158,11 +158,10 @@ class CRNN(nn.Module):
         """
         batch, _, _, real = x.shape
         mask = (torch.arange(length, device=x.device) < real).expand(batch, -1)  # (B, length)
+        constant = pad.to(x.dtype)[:, None, None, None].expand(*x.shape[:-1], 1)  # (B, 2, 80, 1)
         if self.training or not self._padding_plan(real, length):
-            padded = torch.cat([x, pad.to(x.dtype)[:, None, None, None].expand(
-                *x.shape[:-1], length - real)], dim=-1)  # fmt: skip
+            padded = torch.cat([x, constant.expand(*x.shape[:-1], length - real)], dim=-1)
             return self.forward(padded, mask)
-        constant = pad.to(x.dtype)[:, None, None, None].expand(*x.shape[:-1], 1)
         pieces = _Pieces(x, constant, x[..., :0], length)
         for block in self.cnn:
             pieces = _block(block, pieces)
