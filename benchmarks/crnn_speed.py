@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     from model_fixtures import random_crnn
 
     from highlightsense import scoring
-    from highlightsense.features import TRAIN_FRAMES
+    from highlightsense.model import ModelConfig
+
+    TRAIN_FRAMES = ModelConfig.max_frames  # the training length the published model pads to
 
     torch.set_num_threads(1)
     model = random_crnn()

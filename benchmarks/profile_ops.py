@@ -79,12 +79,14 @@ def main(argv: list[str] | None = None) -> None:
         from model_fixtures import random_crnn
 
         from highlightsense import scoring
+        from highlightsense.model import ModelConfig, pad_with_minimum
 
         crnn = random_crnn()
         length = scoring.window_frames(args.window_sec)
         spec = torch.randn(2, 80, length + 215 * (args.batch - 1))
         spec_rows = [
-            scoring.pad_window(spec[..., 215 * i : 215 * i + length]) for i in range(args.batch)
+            pad_with_minimum(spec[..., 215 * i : 215 * i + length], ModelConfig.max_frames)
+            for i in range(args.batch)
         ]
         windows = torch.stack([w for w, _ in spec_rows])
         masks = torch.stack([m for _, m in spec_rows])

@@ -79,11 +79,12 @@ class Engine:
 
     @property
     def producer(self) -> str:
-        """What makes the stems: the separator's identity, or the tracks used."""
+        """What makes the stems: the separator's identity (and bf16 when it runs so: its stems
+        differ, so the cache must not mix them), or the tracks used."""
         if self.settings.tracks is not None:
             voice, game = self.settings.tracks
             return f"tracks:voice={voice},game={game}"
-        return self.separator.identity
+        return self.separator.identity + ("+bf16" if self.precision == "bf16" else "")
 
     def load(self) -> Engine:
         """Load both models now (they are cached), so a bad file fails before any work."""

@@ -22,7 +22,6 @@ HOP = 512  # samples between frames
 N_MELS = 80  # mel bands
 LOG_FLOOR = 1e-9  # added before the log: silence maps to log(1e-9) ≈ -20.7
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP  # ≈ 43.07; one frame ≈ 23.2 ms
-TRAIN_FRAMES = 2584  # 60 s: the length every training sample was padded to
 HALF_WINDOW = N_FFT // 2  # samples of context a centred frame needs on each side
 
 

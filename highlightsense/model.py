@@ -98,6 +98,23 @@ class AttentionPool(nn.Module):
         return torch.bmm(weights.unsqueeze(1), h).squeeze(1), weights
 
 
+def pad_with_minimum(x: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (..., C, F, t ≤ length) → padded (..., C, F, length), mask (..., length) float.
+
+    The model's input rule (SPEC §4, §6): each clip is right-padded to the training length with
+    its own minimum, and the mask is 1 on its real frames, 0 on the padding. Training batches and
+    the tests use this materialised form; scoring runs the same rule through
+    :meth:`CRNN.forward_unpadded` without convolving the padding.
+    """
+    real = x.shape[-1]
+    if real > length:
+        raise ValueError(f"cannot pad {real} frames to {length}")
+    minimum = x.amin(dim=(-3, -2, -1), keepdim=True)  # (..., 1, 1, 1)
+    padded = torch.cat([x, minimum.expand(*x.shape[:-1], length - real)], dim=-1)
+    mask = (torch.arange(length, device=x.device) < real).to(torch.float32)
+    return padded, mask.expand(*x.shape[:-3], length)
+
+
 class CRNN(nn.Module):
     """Four conv blocks → bidirectional GRU → attention pooling → MLP classifier."""
 
@@ -140,6 +157,13 @@ class CRNN(nn.Module):
         for block in self.cnn:
             x = block(x)  # ends as (B, 256, 10, T/16)
         return self._pool_and_classify(x, mask)
+
+    def forward_unpadded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 2, 80, t) real frames → what :meth:`forward` gives for them padded by the
+        input rule (:func:`pad_with_minimum`) to the training length ``config.max_frames``
+        (or to t, when longer): logits (B,), attention weights (B, length / 16)."""
+        length = max(self.config.max_frames, x.shape[-1])
+        return self.forward_padded(x, x.amin(dim=(1, 2, 3)), length)
 
     def forward_padded(
         self, x: torch.Tensor, pad: torch.Tensor, length: int

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import SettingsError
-from .features import FRAMES_PER_SECOND, HOP, SAMPLE_RATE, TRAIN_FRAMES
+from .features import FRAMES_PER_SECOND, HOP, SAMPLE_RATE
 from .model import CRNN
 
 WINDOW_SEC = 30.0  # s, default window length
@@ -62,32 +62,13 @@ def window_starts(n_frames: int, window: int, stride: int) -> np.ndarray:
     return starts
 
 
-def pad_window(
-    window: torch.Tensor, length: int = TRAIN_FRAMES
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """window: (2, 80, t) → (2, 80, length) padded with its minimum, mask (length,) of 1s then 0s.
-
-    Pad with the window's minimum: the model was trained that way (SPEC §4, §6).
-    """
-    t = window.shape[-1]
-    padded = torch.full(
-        (*window.shape[:-1], length), float(window.min()), dtype=window.dtype, device=window.device
-    )
-    padded[..., :t] = window
-    mask = torch.zeros(length, dtype=window.dtype, device=window.device)
-    mask[:t] = 1
-    return padded, mask
-
-
 @dataclass
 class Scores:
     """Per-window results. ``windows``: (N, 3) float array of start_sec, end_sec, probability;
-    ``starts``: (N,) start frames; ``length``: frames per window; ``attention``: (N, S) float32
-    attention weights over GRU steps (16 frames each), or None if not asked for."""
+    ``attention``: (N, S) float32 attention weights over the GRU's steps (the model's
+    ``time_reduction`` frames each), or None if not asked for."""
 
     windows: np.ndarray
-    starts: np.ndarray
-    length: int
     attention: np.ndarray | None = None
 
 
@@ -115,7 +96,6 @@ def score(
     n_frames = spec.shape[-1]
     length = min(window_frames(window_sec), n_frames)
     starts = window_starts(n_frames, window_frames(window_sec), stride_frames(stride_sec))
-    pad_to = max(TRAIN_FRAMES, length)
     positions = torch.arange(length, device=device)
     autocast = precision == "bf16"
 
@@ -125,11 +105,8 @@ def score(
         batch_starts = torch.as_tensor(starts[begin : begin + batch_size], device=device)
         index = batch_starts[:, None] + positions[None]  # (B, length)
         windows = spec[:, :, index].permute(2, 0, 1, 3)  # (B, 2, 80, length)
-        # padded to pad_to with each window's minimum and masked there (pad_window's rule),
-        # without running the convolutions over the padding
-        minimum = windows.amin(dim=(1, 2, 3))  # (B,)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, weights = model.forward_padded(windows, minimum, pad_to)
+            logits, weights = model.forward_unpadded(windows)  # the model's padding rule
         return torch.sigmoid(logits.float()), weights.float()
 
     begins = range(0, len(starts), batch_size)
@@ -154,8 +131,6 @@ def score(
     )
     return Scores(
         windows=windows_table,
-        starts=starts,
-        length=length,
         attention=torch.cat(attention).cpu().numpy() if keep_attention else None,
     )
 

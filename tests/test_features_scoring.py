@@ -12,6 +12,7 @@ from model_fixtures import random_crnn
 
 from highlightsense import features, scoring, selection
 from highlightsense.errors import SettingsError
+from highlightsense.model import ModelConfig, pad_with_minimum
 
 
 def librosa_log_mel(wave: np.ndarray) -> np.ndarray:
@@ -89,7 +90,7 @@ def test_batched_scoring_equals_one_window_at_a_time(model, n_frames):
     expected = []
     for start in starts:  # SPEC §4: pad each window to 2584 with its own minimum
         window = spec[:, :, start : start + 1292]
-        padded, mask = scoring.pad_window(window)
+        padded, mask = pad_with_minimum(window, ModelConfig.max_frames)
         assert padded[:, :, window.shape[-1] :].eq(window.min()).all()
         expected.append(torch.sigmoid(model(padded[None], mask[None])[0]).item())
     assert table.shape == (len(starts), 3)

@@ -195,3 +195,20 @@ def test_loading_the_model_imports_no_heavy_library(checkpoint):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_scoring_pads_to_the_models_own_training_length():
+    """Scoring padded every window to 2584 frames whatever the model was trained on, while
+    evaluate padded to the model's max_frames: block 0 instance-normalises over the padded map,
+    so a model trained with another length scored differently in detect than in evaluate."""
+    from highlightsense.model import CRNN, ModelConfig, pad_with_minimum
+
+    torch.manual_seed(3)
+    model = CRNN(ModelConfig(channels=(4, 8, 8, 8), rnn_hidden=8, max_frames=1024)).eval()
+    spec = torch.randn(2, 80, 2000, generator=torch.Generator().manual_seed(4))
+    scored = scoring.score(model, spec, window_sec=20, stride_sec=10, batch_size=3).windows
+    first = spec[:, :, : scoring.window_frames(20)]
+    with torch.inference_mode():
+        padded, mask = pad_with_minimum(first[None], model.config.max_frames)
+        expected = torch.sigmoid(model(padded, mask)[0]).item()
+    assert scored[0, 2] == pytest.approx(expected, abs=1e-5)

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from model_fixtures import random_crnn, save_checkpoint
 
 from highlightsense import scoring, weights
-from highlightsense.features import TRAIN_FRAMES
-from highlightsense.model import CRNN, max_pool
+from highlightsense.model import CRNN, ModelConfig, max_pool, pad_with_minimum
+
+TRAIN_FRAMES = ModelConfig.max_frames  # the training length the published model pads to
 
 LOGIT_TOL = 2e-6
 PROBABILITY_TOL = 1e-5
@@ -40,10 +41,10 @@ def published_forward(model: CRNN, x: torch.Tensor, mask: torch.Tensor):
 
 
 def padded_windows(batch: int, real: int, seed: int, length: int = TRAIN_FRAMES):
-    """(B, 2, 80, real) log-mel-like windows, their minima, and pad_window's padded form."""
+    """(B, 2, 80, real) log-mel-like windows, their minima, and pad_with_minimum's padded form."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 2, 80, real, generator=generator) * 3 - 8
-    pairs = [scoring.pad_window(window, length) for window in x]
+    pairs = [pad_with_minimum(window, length) for window in x]
     padded = torch.stack([p for p, _ in pairs])
     masks = torch.stack([m for _, m in pairs])
     return x, x.amin(dim=(1, 2, 3)), padded, masks
@@ -105,7 +106,7 @@ def test_scoring_equals_published_forward_per_window(model):
     table = scoring.score(model, spec, batch_size=3).windows
     expected = []
     for start in scoring.window_starts(spec.shape[-1], 1292, 215):
-        padded, mask = scoring.pad_window(spec[:, :, start : start + 1292])
+        padded, mask = pad_with_minimum(spec[:, :, start : start + 1292], TRAIN_FRAMES)
         with torch.inference_mode():
             expected.append(torch.sigmoid(published_forward(model, padded[None], mask[None])[0]))
     torch.testing.assert_close(

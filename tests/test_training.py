@@ -21,7 +21,7 @@ from highlightsense import media
 from highlightsense.cli import main as training_main
 from highlightsense.engine import Engine
 from highlightsense.errors import DataError, MediaError, SettingsError
-from highlightsense.model import CRNN, ModelConfig
+from highlightsense.model import CRNN, ModelConfig, pad_with_minimum
 from highlightsense.settings import AnalysisSettings
 from highlightsense.training import data, metrics
 from highlightsense.training import preprocess as preprocess_module
@@ -256,12 +256,12 @@ def test_extension_appends_pieces_of_the_clip():
 
 def test_pad_with_minimum_and_mask():
     tensor = torch.randn(2, 80, 300, generator=torch.Generator().manual_seed(5))
-    padded, mask = data.pad(tensor)
+    padded, mask = pad_with_minimum(tensor, 2584)
     assert padded.shape == (2, 80, 2584) and mask.shape == (2584,)
     assert torch.equal(padded[..., :300], tensor)
     assert torch.all(padded[..., 300:] == tensor.min())
     assert mask.sum() == 300 and torch.all(mask[:300] == 1) and torch.all(mask[300:] == 0)
-    full, full_mask = data.pad(frame_numbered(2584))
+    full, full_mask = pad_with_minimum(frame_numbered(2584), 2584)
     assert torch.equal(full, frame_numbered(2584)) and full_mask.sum() == 2584
 
 
@@ -270,14 +270,14 @@ def test_dataset_items(dataset: Path):
     raw = data.load_tensor(samples[70].path)
     x, mask, label, index = data.ClipDataset(samples, train=False)[70]
     assert (label, index) == (0.0, 70)
-    padded, padded_mask = data.pad(raw)
+    padded, padded_mask = pad_with_minimum(raw, 2584)
     assert torch.equal(x, padded) and torch.equal(mask, padded_mask)  # no augmentation
     train_set = data.ClipDataset(samples, train=True)
     x1, mask1, _, _ = train_set[(70, 123)]
     x2, mask2, _, _ = train_set[(70, 123)]
     expected = data.augment(raw, 0, torch.Generator().manual_seed(123))
     assert torch.equal(x1, x2) and torch.equal(mask1, mask2)
-    assert torch.equal(x1, data.pad(expected)[0]) and mask1.sum() == expected.shape[2]
+    assert torch.equal(x1, pad_with_minimum(expected, 2584)[0]) and mask1.sum() == expected.shape[2]
 
 
 def test_sampler_is_balanced_and_differs_by_rank_and_epoch():

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from ..errors import DataError
-from ..model import ModelConfig
+from ..model import ModelConfig, pad_with_minimum
 
 CHANNELS = ModelConfig.in_channels  # 2 stems: voice, game
 N_MELS = ModelConfig.n_mels  # 80 mel bands
@@ -244,21 +244,6 @@ def augment(
     return tensor
 
 
-def pad(tensor: torch.Tensor, frames: int = TRAIN_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
-    """tensor: (C, F, T ≤ frames) → padded (C, F, frames), mask (frames,) float 1 real / 0 pad.
-
-    Pads with the sample's own minimum: the model was trained that way (SPEC §6).
-    """
-    real = tensor.shape[-1]
-    if real > frames:
-        raise ValueError(f"cannot pad {real} frames to {frames}")
-    padded = tensor.new_full((*tensor.shape[:-1], frames), float(tensor.min()))
-    padded[..., :real] = tensor
-    mask = torch.zeros(frames, dtype=torch.float32)
-    mask[:real] = 1.0
-    return padded, mask
-
-
 # --- data set and sampler ----------------------------------------------------------------------
 
 
@@ -292,7 +277,7 @@ class ClipDataset(Dataset):
                 raise TypeError("training items are looked up by (index, seed)")
             generator = torch.Generator().manual_seed(seed)
             tensor = augment(tensor, sample.label, generator, self.frames)
-        x, mask = pad(tensor[..., : self.frames], self.frames)
+        x, mask = pad_with_minimum(tensor[..., : self.frames], self.frames)
         return x, mask, torch.tensor(float(sample.label)), index
 
 
