@@ -3,7 +3,7 @@
 Everything is made locally in a scratch folder, never downloaded: a long VOD generated with
 ffmpeg (tiny picture, so making hours of it is quick), a random-weight CRNN in the published
 checkpoint format, and random-weight Demucs models saved as real Demucs local repositories
-(what ``demucs --repo DIR -n NAME`` and :func:`highlightsense.stems.load_separator` both load).
+(what ``demucs --repo DIR -n NAME`` and :func:`highlightsense.separator.load_separator` both load).
 """
 
 from __future__ import annotations

@@ -129,9 +129,9 @@ def stems_precision_effect(config: dict) -> dict:
     """Child: the whole input separated at fp32 and at bf16; how far apart the stems are."""
     import torch
 
-    from highlightsense import media, runtime, stems
+    from highlightsense import media, runtime, separator, stems
 
-    separator = stems.load_separator(config["name"], Path(config["repo"]))
+    separator = separator.load_separator(config["name"], Path(config["repo"]))
     mix = torch.from_numpy(media.read_audio_all(media.probe(Path(config["vod"]))))
     mean, std = stems.mix_stats([mix])
     plan = runtime.Plan.for_device("cpu")

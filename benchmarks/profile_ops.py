@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     scratch = args.scratch or Path(tempfile.gettempdir()) / "highlightsense-bench"
     if not args.crnn_only:
-        from highlightsense import stems
+        from highlightsense import separator as separators
 
         repo, name = common.make_separator(scratch, args.separator)
-        separator = stems.load_separator(name, repo)
-        (model, _), *_ = stems._members(separator.model)
+        separator = separators.load_separator(name, repo)
+        (model, _), *_ = separators.members(separator.model)
         length = int(separator.samplerate * separator.segment)
         mix = torch.randn(1, separator.audio_channels, length)
         autocast = args.precision == "bf16"

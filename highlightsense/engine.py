@@ -4,7 +4,7 @@ whisper's ``load_model`` + ``transcribe`` work).
 
 An engine is small and cheap to pickle (names, paths and the plan): ZeroGPU pickles what it sends
 to the process holding the GPU, and the models themselves stay behind the per-process caches of
-:func:`highlightsense.weights.load` and :func:`highlightsense.stems.load_separator`.
+:func:`highlightsense.weights.load` and :func:`highlightsense.separator.load_separator`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache, cpu, extract, features, media, scoring, slices, sources, stems, weights
+from . import cache, cpu, extract, features, media, scoring, slices, sources, weights
 from .errors import SettingsError
 from .files import cache_dir
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis
 from .runtime import Plan, resolve_device, torch_threads, trimming_progress
+from .separator import Separator, load_separator
 from .settings import AnalysisSettings
 
 # gpu(vod_seconds, fn, *args) → fn(*args), run where the GPU is; vod_seconds is how much of the
@@ -70,12 +71,12 @@ class Engine:
         return weights.load(self.weights, self.device)
 
     @property
-    def separator(self) -> stems.Separator | None:
+    def separator(self) -> Separator | None:
         """Demucs, or None when the file's own tracks are the voice and the game."""
         if self.settings.tracks is not None:
             return None
         s = self.settings
-        return stems.load_separator(s.separator_name, s.separator_folder, device=self.device)
+        return load_separator(s.separator_name, s.separator_folder, device=self.device)
 
     @property
     def producer(self) -> str:

@@ -22,6 +22,7 @@ from . import features, media, stems
 from .errors import MediaError
 from .progress import Progress
 from .runtime import Plan, trimming
+from .separator import Separator
 
 TRACKS_RATE = 44100  # Hz at which a file's own voice and game tracks are decoded
 CHUNK_SECONDS = 30.0  # s of audio decoded at a time: bounds memory whatever the VOD's length
@@ -98,7 +99,7 @@ def measure_mix(info: media.MediaInfo, rate: int, progress: Progress | None = No
 
 def separated(
     info: media.MediaInfo,
-    separator: stems.Separator,
+    separator: Separator,
     mix: Mix,
     plan: Plan,
     precision: str,

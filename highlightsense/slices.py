@@ -17,6 +17,7 @@ import numpy as np
 from . import features, media, stems
 from .extract import CHUNK_SECONDS, Mix, to_features
 from .runtime import Plan
+from .separator import Separator
 
 SLICE_SEC = 1200.0  # s of VOD separated per call by default
 CONTEXT_FRAMES = 8  # feature frames of resampler + half-window context on each side
@@ -58,7 +59,7 @@ def _drop_leading(pairs: Iterator[tuple], count: int) -> Iterator[tuple]:
 
 def features_range(
     info: media.MediaInfo,
-    separator: stems.Separator,
+    separator: Separator,
     mix: Mix,
     frames: tuple[int, int | None],
     plan: Plan,

@@ -1,7 +1,7 @@
 """Tiny random-weight Demucs models saved as real Demucs local repositories, for offline tests.
 
 ``make_tiny_demucs_repo(dir)`` writes what ``demucs --repo DIR -n tiny`` and
-``highlightsense.stems.load_separator("tiny", repo=DIR)`` both load: a
+``highlightsense.separator.load_separator("tiny", repo=DIR)`` both load: a
 ``<sig>-<sha256 prefix>.th`` package as ``demucs.states.serialize_model`` makes it, and a
 ``tiny.yaml`` bag naming it. Separating 20 s of audio with it takes well under a second on CPU.
 """

@@ -30,7 +30,7 @@ from demucs_fixtures import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from highlightsense import stems
+from highlightsense import separator, stems
 from highlightsense.errors import Cancelled, MediaError, SeparatorError, SettingsError
 
 SR = 44100  # Hz
@@ -48,9 +48,9 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny(tiny_repo: tuple[Path, str]) -> stems.Separator:
+def tiny(tiny_repo: tuple[Path, str]) -> separator.Separator:
     repo, name = tiny_repo
-    return stems.load_separator(name, repo)
+    return separator.load_separator(name, repo)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +86,7 @@ def chunked(wav: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 
 def separate_all(
-    separator: stems.Separator, wav: torch.Tensor, chunk: int, **kwargs: object
+    separator: separator.Separator, wav: torch.Tensor, chunk: int, **kwargs: object
 ) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = stems.mix_stats(chunked(wav, chunk))
     pieces = list(
@@ -107,26 +107,26 @@ def separate_all(
 # --- loading -------------------------------------------------------------------------------
 
 
-def test_loads_local_repo_once(tiny_repo: tuple[Path, str], tiny: stems.Separator) -> None:
+def test_loads_local_repo_once(tiny_repo: tuple[Path, str], tiny: separator.Separator) -> None:
     repo, name = tiny_repo
-    assert stems.load_separator(name, repo) is tiny
-    assert stems.load_separator(name, Path(str(repo) + "/.")) is tiny  # same folder, same cache
+    assert separator.load_separator(name, repo) is tiny
+    assert separator.load_separator(name, Path(str(repo) + "/.")) is tiny  # same folder, same cache
     assert tiny.sources == tuple(SOURCES)
     assert tiny.samplerate == SR and tiny.audio_channels == 2
     assert tiny.segment == TINY_SEGMENT
     assert not tiny.model.training
     assert tiny.identity.startswith(f"{name}@local#")
     # A single model file can be named by its signature, as with `demucs -n <sig>`.
-    single = stems.load_separator(TINY_SIGNATURE, repo)
+    single = separator.load_separator(TINY_SIGNATURE, repo)
     assert isinstance(single.model, HTDemucs)
     assert single.identity.split("#")[1] == tiny.identity.split("#")[1]
 
 
-def test_safetensors_export_loads_the_same_model(tiny: stems.Separator, tmp_path: Path) -> None:
+def test_safetensors_export_loads_the_same_model(tiny: separator.Separator, tmp_path: Path) -> None:
     member = tiny.model.models[0]
     save_safetensors_export(member, tmp_path / "abc12345.safetensors")
     (tmp_path / "tinyst.yaml").write_text(yaml.safe_dump({"models": ["abc12345"]}))
-    loaded = stems.load_separator("tinyst", tmp_path)
+    loaded = separator.load_separator("tinyst", tmp_path)
     assert loaded.identity.split("#")[1] == tiny.identity.split("#")[1]
     wav = noise_mix(SEGMENT // 2)
     ours = separate_all(loaded, wav, 5000)
@@ -150,7 +150,7 @@ def test_refuses_checkpoint_that_imports_code(tmp_path: Path) -> None:
         {"klass": Exploit(marker), "args": [], "kwargs": {}, "state": {}}, tmp_path / "evil.th"
     )
     with pytest.raises(SeparatorError, match=r"system.*not a Demucs model class") as caught:
-        stems.load_separator("evil", tmp_path)
+        separator.load_separator("evil", tmp_path)
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
@@ -159,19 +159,21 @@ def test_refuses_package_of_another_class(tmp_path: Path) -> None:
     """Only allowed classes unpickle, and the package's klass must be a Demucs model."""
     torch.save({"klass": Fraction, "args": [1], "kwargs": {}, "state": {}}, tmp_path / "frac.th")
     with pytest.raises(SeparatorError, match="not a Demucs model package"):
-        stems.load_separator("frac", tmp_path)
+        separator.load_separator("frac", tmp_path)
 
 
-def test_refuses_safetensors_naming_another_class(tiny: stems.Separator, tmp_path: Path) -> None:
+def test_refuses_safetensors_naming_another_class(
+    tiny: separator.Separator, tmp_path: Path
+) -> None:
     save_safetensors_export(tiny.model.models[0], tmp_path / "evil.safetensors", "os.system")
     with pytest.raises(SeparatorError, match="'os.system' is not a Demucs model class"):
-        stems.load_separator("evil", tmp_path)
+        separator.load_separator("evil", tmp_path)
 
 
 def test_damaged_safetensors_is_a_separator_error(tmp_path: Path) -> None:
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(SeparatorError, match="not a readable Demucs .safetensors"):
-        stems.load_separator("broken", tmp_path)
+        separator.load_separator("broken", tmp_path)
 
 
 def test_checks_the_checksum_in_the_name(tiny_repo: tuple[Path, str], tmp_path: Path) -> None:
@@ -179,26 +181,26 @@ def test_checks_the_checksum_in_the_name(tiny_repo: tuple[Path, str], tmp_path: 
     (original,) = repo.glob("*.th")
     (tmp_path / f"{TINY_SIGNATURE}-00000000.th").write_bytes(original.read_bytes())
     with pytest.raises(SeparatorError, match="damaged"):
-        stems.load_separator(TINY_SIGNATURE, tmp_path)
+        separator.load_separator(TINY_SIGNATURE, tmp_path)
 
 
 def test_missing_model_is_a_one_line_error(tiny_repo: tuple[Path, str], tmp_path: Path) -> None:
     repo, _ = tiny_repo
     with pytest.raises(SeparatorError, match=r"no Demucs model 'htdemucs'.*tiny") as caught:
-        stems.load_separator("htdemucs", repo)
+        separator.load_separator("htdemucs", repo)
     assert "\n" not in str(caught.value)
     with pytest.raises(SeparatorError, match="does not exist"):
-        stems.load_separator("tiny", tmp_path / "nowhere")
+        separator.load_separator("tiny", tmp_path / "nowhere")
     (tmp_path / "partial.yaml").write_text(yaml.safe_dump({"models": ["deadbeef"]}))
     with pytest.raises(SeparatorError, match="missing.*deadbeef"):
-        stems.load_separator("partial", tmp_path)
+        separator.load_separator("partial", tmp_path)
 
 
 def test_model_without_vocals_is_refused(tmp_path: Path) -> None:
     model = Demucs(sources=["music", "speech"], channels=4, depth=2)
     save_with_checksum(demucs_package(model), tmp_path / "novox.th")
     with pytest.raises(SeparatorError, match="no 'vocals' source"):
-        stems.load_separator("novox", tmp_path)
+        separator.load_separator("novox", tmp_path)
 
 
 def test_hub_failure_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,10 +209,10 @@ def test_hub_failure_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(demucs.pretrained, "get_model", offline)
     with pytest.raises(SeparatorError, match="go online once.*--separator-repo") as caught:
-        stems.load_separator("htdemucs_offline_test")
+        separator.load_separator("htdemucs_offline_test")
     assert "\n" not in str(caught.value)
     with pytest.raises(SeparatorError, match="third-party"):
-        stems.load_separator("someone/evil_model")
+        separator.load_separator("someone/evil_model")
 
 
 # --- normalisation statistics --------------------------------------------------------------
@@ -248,7 +250,7 @@ def test_mix_stats_of_nothing_is_an_error() -> None:
     ],
 )
 def test_equals_demucs_api(
-    tiny: stems.Separator, reference: demucs.api.Separator, samples: int, chunk: int
+    tiny: separator.Separator, reference: demucs.api.Separator, samples: int, chunk: int
 ) -> None:
     wav = noise_mix(samples)
     voice, game = separate_all(tiny, wav, chunk)
@@ -260,7 +262,7 @@ def test_equals_demucs_api(
     assert voice.abs().max() > 100 * API_ATOL  # the stems are not trivially zero
 
 
-def test_read_only_numpy_chunks(tiny: stems.Separator) -> None:
+def test_read_only_numpy_chunks(tiny: separator.Separator) -> None:
     wav = noise_mix(20_000)
     chunks = [
         np.frombuffer(c.numpy().tobytes(), np.float32).reshape(2, -1) for c in chunked(wav, 6_000)
@@ -272,7 +274,7 @@ def test_read_only_numpy_chunks(tiny: stems.Separator) -> None:
     )
 
 
-def test_batches_equal_single_segments(tiny: stems.Separator) -> None:
+def test_batches_equal_single_segments(tiny: separator.Separator) -> None:
     wav = noise_mix(6 * SR + 1_000, seed=3)
     single = separate_all(tiny, wav, 10_000, batch_size=1)
     batched = separate_all(tiny, wav, 10_000, batch_size=3)
@@ -292,7 +294,7 @@ def test_older_models_and_weighted_bags_equal_demucs_api(tmp_path: Path) -> None
     weights = [[1.0, 2.0, 0.5, 1.0], [0.25, 1.0, 1.0, 3.0]]
     bag = {"models": ["hdemucs1", "demucs01"], "weights": weights}
     (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(bag))
-    ours = stems.load_separator("mixed", tmp_path)
+    ours = separator.load_separator("mixed", tmp_path)
     theirs = demucs.api.Separator("mixed", repo=tmp_path, device="cpu", shifts=0, split=True)
     wav = noise_mix(5 * SR, seed=5)
     voice, game = separate_all(ours, wav, 30_000, batch_size=2)
@@ -302,7 +304,7 @@ def test_older_models_and_weighted_bags_equal_demucs_api(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_memory_stays_bounded(tiny: stems.Separator, batch_size: int) -> None:
+def test_memory_stays_bounded(tiny: separator.Separator, batch_size: int) -> None:
     """A long stream read lazily: held samples depend on segment and batch, not on length."""
     total, chunk = 40 * SR, SR
     rng = np.random.default_rng(1)
@@ -327,7 +329,7 @@ def test_memory_stays_bounded(tiny: stems.Separator, batch_size: int) -> None:
     assert stream.max_input_held <= span + chunk
 
 
-def test_stream_length_must_match(tiny: stems.Separator) -> None:
+def test_stream_length_must_match(tiny: separator.Separator) -> None:
     wav = noise_mix(3 * SEGMENT)
     with pytest.raises(MediaError, match="expected"):
         list(
@@ -343,7 +345,7 @@ def test_stream_length_must_match(tiny: stems.Separator) -> None:
         )
 
 
-def test_progress_and_cancel(tiny: stems.Separator) -> None:
+def test_progress_and_cancel(tiny: separator.Separator) -> None:
     wav = noise_mix(5 * SR)
     seen: list[float] = []
     list(
@@ -373,7 +375,7 @@ def test_progress_and_cancel(tiny: stems.Separator) -> None:
     assert len(calls) == 3
 
 
-def test_bf16_runs_close_to_fp32(tiny: stems.Separator) -> None:
+def test_bf16_runs_close_to_fp32(tiny: separator.Separator) -> None:
     wav = noise_mix(2 * SR)
     fp32 = separate_all(tiny, wav, SR)
     bf16 = separate_all(tiny, wav, SR, precision="bf16")
@@ -383,7 +385,7 @@ def test_bf16_runs_close_to_fp32(tiny: stems.Separator) -> None:
         assert (ours - exact).abs().max() < 0.05 * exact.abs().max()
 
 
-def test_bad_settings_are_refused(tiny: stems.Separator) -> None:
+def test_bad_settings_are_refused(tiny: separator.Separator) -> None:
     kwargs = {"total_samples": 10, "mean": 0.0, "std": 1.0}
     with pytest.raises(SettingsError, match="batch size"):
         stems.separate_stream(tiny, [], batch_size=0, **kwargs)
@@ -397,7 +399,7 @@ def test_bad_settings_are_refused(tiny: stems.Separator) -> None:
 
 
 def test_equals_demucs_command_line(
-    tiny: stems.Separator, tiny_repo: tuple[Path, str], tmp_path: Path
+    tiny: separator.Separator, tiny_repo: tuple[Path, str], tmp_path: Path
 ) -> None:
     repo, name = tiny_repo
     wav = noise_mix(3 * SR + 123, seed=11)

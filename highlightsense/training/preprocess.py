@@ -39,7 +39,6 @@ MEDIA_SUFFIXES = frozenset({
 })  # fmt: skip
 
 
-
 @dataclass
 class PreprocessReport:
     """What one process did with its share of the clips."""

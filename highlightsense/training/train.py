@@ -54,7 +54,6 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOG_EVERY = 50  # training steps between progress messages
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; every field is a ``highlightsense train`` option."""
