@@ -65,7 +65,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "data_dir", type=Path, help="folder holding base/Positive and base/Negative"
     )
     parser.add_argument(
+        "-o",
+        "--out",
         "--run-dir",
+        dest="run_dir",
         type=Path,
         default=DEFAULT_RUN_DIR,
         help=f"where checkpoints, metrics and plots go (default: {DEFAULT_RUN_DIR})",
