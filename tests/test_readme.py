@@ -53,10 +53,13 @@ def shell_lines(section: str) -> list[str]:
 
 
 def as_argv(command: str) -> list[str]:
-    """A README command → argv, run by this interpreter (``python`` is whichever is first on
-    the reader's PATH; here it is the one running the tests)."""
+    """A README command → argv. ``.venv/bin/python`` is the repository's virtual environment
+    when the tests run in it (the README's test command made it), else this interpreter; a
+    bare ``python`` is whichever the reader has first on PATH: here, the one running the tests."""
     argv = shlex.split(command)
-    if argv[0] in ("python", "python3", VENV_PYTHON):
+    if argv[0] == VENV_PYTHON and (REPO / VENV_PYTHON).is_file():
+        argv[0] = str(REPO / VENV_PYTHON)
+    elif argv[0] in ("python", "python3", VENV_PYTHON):
         argv[0] = sys.executable
     return argv
 
@@ -167,7 +170,7 @@ def test_command_line_examples(env, tmp_path, planted_vod):
 
 # --- training ------------------------------------------------------------------------------------
 
-CLIPS_PER_CLASS = 7  # 15 % validation of 7 keeps one clip of each class for validation
+CLIPS_PER_CLASS = 4  # round(15 % of 4) = 1 clip of each class held out for validation
 
 
 def test_training_commands(env, tmp_path):
@@ -204,3 +207,38 @@ def test_python_example(env, tmp_path, planted_vod):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^1 \d", done.stdout, flags=re.M), done.stdout[-2000:]  # highlight 1
+
+
+# --- weights/ ------------------------------------------------------------------------------------
+
+
+def test_weights_folder_is_tracked_with_only_its_readme():
+    assert (REPO / "weights" / "README.md").is_file()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "weights/best_model.pt", "weights/model.safetensors"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+    )
+    if ignored.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert ignored.stdout.decode().split() == ["weights/best_model.pt", "weights/model.safetensors"]
+
+
+def test_weights_folder_is_looked_at_first(checkpoint, tmp_path, monkeypatch, caplog):
+    import logging
+    import shutil
+
+    from highlightsense import weights
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(weights.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(weights, "fetch_published", lambda: pytest.fail("downloaded"))
+    (tmp_path / "weights").mkdir()
+    weights.export_weights(checkpoint, tmp_path / "weights")  # a safetensors export
+    with caplog.at_level(logging.INFO, logger="highlightsense.weights"):
+        assert weights.resolve() == Path("weights")
+        shutil.copy(checkpoint, tmp_path / "weights" / "best_model.pt")  # the checkpoint wins
+        assert weights.resolve() == Path("weights") / "best_model.pt"
+    assert "weights/best_model.pt (the weights folder)" in caplog.text
+    assert weights.load().model is not None
