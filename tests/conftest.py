@@ -29,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Caches under this run's temporary folder, set before test modules import any library."""
     caches = config._tmp_path_factory.mktemp("caches", numbered=False)
     for name, folder in CACHE_ENV.items():
+        (caches / folder).mkdir()
         os.environ[name] = str(caches / folder)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
