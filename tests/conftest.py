@@ -31,6 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, folder in CACHE_ENV.items():
         (caches / folder).mkdir()
         os.environ[name] = str(caches / folder)
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(caches / "hypothesis")  # not .hypothesis/ inside the repository
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
