@@ -1,11 +1,13 @@
 """Find, fetch, verify and load the highlight model's weights.
 
 Sources, in the order a run without ``--weights`` tries them:
-``HIGHLIGHTSENSE_WEIGHTS`` → ``weights/best_model.pt`` → the published checkpoint (SPEC §3),
-fetched once into the cache and verified against its git blob id. A weights string may be a
-local path (a ``.pt`` checkpoint, a ``.safetensors`` file beside its ``config.json``, or a folder
-holding both), ``hf://owner/repo[/path/in/repo][@revision]``, or an ``https://`` URL pinned by a
-hash (``…#sha256=<hex>``). Checkpoints are loaded with ``weights_only=True``: never any code.
+``HIGHLIGHTSENSE_WEIGHTS`` → the ``weights/`` folder (``best_model.pt``, else a safetensors
+export: ``model.safetensors`` + ``config.json``) → the published checkpoint (SPEC §3), fetched
+once into the cache and verified against its git blob id. The log says which one was used.
+A weights string may be a local path (a ``.pt`` checkpoint, a ``.safetensors`` file beside its
+``config.json``, or a folder holding both), ``hf://owner/repo[/path/in/repo][@revision]``, or an
+``https://`` URL pinned by a hash (``…#sha256=<hex>``). Checkpoints are loaded with
+``weights_only=True``: never any code.
 
 A weights file is checked before anything is allocated for it: its size, its zip members' sizes,
 its architecture values (ranges and the parameter count they imply, derived on the meta device)
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
 import urllib.parse
@@ -34,7 +37,8 @@ from .files import atomic_path, cache_dir, hash_file
 from .model import CRNN, ModelConfig, canonical_state_dict
 
 WEIGHTS_ENV = "HIGHLIGHTSENSE_WEIGHTS"
-LOCAL_DEFAULT = Path("weights") / "best_model.pt"
+LOCAL_DIR = Path("weights")  # a user's or Space owner's own model, looked at before any download
+LOCAL_DEFAULT = LOCAL_DIR / "best_model.pt"
 SAFETENSORS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 DOWNLOAD_TIMEOUT = 60.0  # s per network read
@@ -58,6 +62,8 @@ INT_RANGES = {
 MAX_BLOCKS = 8  # conv blocks
 MAX_CONV_CHANNELS = 2048
 MAX_POOL = 4  # per axis
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,28 +224,47 @@ def _fetch_hf(spec: str) -> Path:
 
 def resolve(weights: str | os.PathLike | None = None) -> Path:
     """A weights string (or None for the defaults) → a local file or folder."""
+    source = "given"
     if weights is None:
         weights = os.environ.get(WEIGHTS_ENV) or None
+        source = f"${WEIGHTS_ENV}"
     if weights is not None:
         text = str(weights)
         if text.startswith("hf://"):
-            return _fetch_hf(text)
-        if text.startswith(("https://", "http://")):
-            return _fetch_url(text)
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise WeightsError(f"No weights at {path}; check the path given to --weights.")
+            path = _fetch_hf(text)
+        elif text.startswith(("https://", "http://")):
+            path = _fetch_url(text)
+        else:
+            path = Path(text).expanduser()
+            if not path.exists():
+                raise WeightsError(f"No weights at {path}; check the path given to --weights.")
+        logger.info("Model weights: %s (%s)", text, source)
         return path
-    if LOCAL_DEFAULT.is_file():
-        return LOCAL_DEFAULT
+    local = local_weights()
+    if local is not None:
+        logger.info("Model weights: %s (the weights folder)", local)
+        return local
     try:
-        return fetch_published()
+        path = fetch_published()
     except WeightsError as exc:
         raise WeightsError(
-            f"No model weights could be found: tried ${WEIGHTS_ENV} (unset), {LOCAL_DEFAULT} "
-            f"(missing) and the published checkpoint ({exc}); download best_model.pt from "
-            f"{PUBLISHED.url} into {LOCAL_DEFAULT}, or pass --weights."
+            f"No model weights could be found: tried ${WEIGHTS_ENV} (unset), {LOCAL_DIR}/ "
+            f"(no {LOCAL_DEFAULT.name}, no {SAFETENSORS_NAME} + {CONFIG_NAME}) and the published "
+            f"checkpoint ({exc}); download best_model.pt from {PUBLISHED.url} into "
+            f"{LOCAL_DIR}/, or pass --weights."
         ) from exc
+    logger.info("Model weights: the published %s at %s", PUBLISHED.path, PUBLISHED.commit[:7])
+    return path
+
+
+def local_weights(folder: Path = LOCAL_DIR) -> Path | None:
+    """``folder/best_model.pt``, else ``folder`` when it holds a safetensors export, else None."""
+    checkpoint = folder / LOCAL_DEFAULT.name
+    if checkpoint.is_file():
+        return checkpoint
+    if (folder / SAFETENSORS_NAME).is_file() and (folder / CONFIG_NAME).is_file():
+        return folder
+    return None
 
 
 def _is_int(value: object) -> bool:

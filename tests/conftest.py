@@ -1,11 +1,41 @@
-"""Shared fixtures: real media made with ffmpeg, tiny random-weight models saved in real formats."""
+"""Shared fixtures: real media made with ffmpeg, small models saved in real formats.
+
+Every cache a library could write into the home directory (ours, Hugging Face's, torch's, the XDG
+default) is pointed at this run's temporary folder before any test module is imported.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+# environment variable → folder name under the run's temporary "caches" folder
+CACHE_ENV = {
+    "HIGHLIGHTSENSE_CACHE": "highlightsense",
+    "HF_HOME": "huggingface",
+    "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config",
+    "TORCH_HOME": "torch",
+    "MPLCONFIGDIR": "matplotlib",
+    "GRADIO_TEMP_DIR": "gradio",
+}
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
+def pytest_configure(config: pytest.Config) -> None:
+    """Caches under this run's temporary folder, set before test modules import any library."""
+    caches = config._tmp_path_factory.mktemp("caches", numbered=False)
+    for name, folder in CACHE_ENV.items():
+        (caches / folder).mkdir()
+        os.environ[name] = str(caches / folder)
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(caches / "hypothesis")  # not .hypothesis/ inside the repository
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 def ffmpeg_binary() -> str:
@@ -65,6 +95,41 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model_fixtures import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "best_model.pt")
+
+
+@pytest.fixture(scope="session")
+def learned_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_separator) -> Path:
+    """A small CRNN that scores loud shouting high and quiet stretches low, as best_model.pt
+    (the format ``highlightsense train`` writes; it loads through ``weights.load``)."""
+    from model_fixtures import save_learned_checkpoint
+
+    folder = tmp_path_factory.mktemp("learned")
+    return save_learned_checkpoint(folder / "best_model.pt", tiny_separator)
+
+
+@pytest.fixture(scope="session")
+def planted_vod(media_dir: Path):
+    """A 120 s video with three loud shouts at known times: ``.path``, ``.bursts`` (s)."""
+    from model_fixtures import PlantedVod, write_planted_media
+
+    return PlantedVod(write_planted_media(media_dir / "planted vod.mp4"))
+
+
+@pytest.fixture(scope="session")
+def planted_tracks_vod(media_dir: Path):
+    """The planted VOD's audio as an OBS recording: track 1 the voice, track 2 the game."""
+    from model_fixtures import PlantedVod, write_planted_media
+
+    path = write_planted_media(media_dir / "planted obs.mkv", tracks=("voice", "game"))
+    return PlantedVod(path)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests save what a person looks at afterwards (screenshots); its path is printed."""
+    folder = tmp_path_factory.mktemp("artifacts", numbered=False)
+    print(f"\ntest artifacts (screenshots) go to {folder}")
+    return folder
 
 
 @pytest.fixture(scope="session")

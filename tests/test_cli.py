@@ -145,6 +145,38 @@ def test_nothing_above_threshold_is_not_an_error(two_minute_run, cli_env, tmp_pa
     assert read_csv(tmp_path / "o" / "highlights.csv") == []
 
 
+@pytest.mark.parametrize("separation", ["tiny demucs", "own tracks"])
+def test_planted_shouts_are_the_picks_in_time_order(
+    separation, cli_env, learned_checkpoint, planted_vod, planted_tracks_vod, tmp_path
+):
+    """With a model that has learned something, the loud moments planted in the VOD are the
+    highlights: one pick per shout, in the shouts' order, and only windows with a shout pass."""
+    from model_fixtures import burst_seconds
+
+    env = {**cli_env, "HIGHLIGHTSENSE_WEIGHTS": str(learned_checkpoint)}
+    vod, extra = planted_vod, []
+    if separation == "own tracks":
+        vod, extra = planted_tracks_vod, ["--tracks", "voice=1,game=2"]
+    out = tmp_path / "o"
+    proc = run_cli("detect", str(vod.path), "-o", str(out), "--threshold", "0.5",
+                   "--no-clips", "-q", *extra, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+    for row in read_csv(out / "scores.csv"):  # every window: shout inside ⇔ above 0.5
+        start, end, p = float(row["start_sec"]), float(row["end_sec"]), float(row["confidence"])
+        inside = burst_seconds(start, end, vod.bursts)
+        if inside >= 1.0:
+            assert p > 0.5, (start, p)
+        elif inside == 0.0:
+            assert p < 0.5, (start, p)
+    picks = sorted(
+        (float(r["start_sec"]), float(r["end_sec"])) for r in read_csv(out / "highlights.csv")
+    )
+    assert len(picks) == len(vod.bursts)
+    for (start, end), burst in zip(picks, vod.bursts, strict=True):
+        assert burst_seconds(start, end, (burst,)) >= 1.0, (start, end, burst)
+
+
 def test_audio_only_input_gives_audio_clips(cli_env, tmp_path):
     audio = make_media(tmp_path / "podcast.m4a", 40, video=False, loud_spans=((10, 15),))
     proc = run_cli("detect", str(audio), "-o", str(tmp_path / "o"), "--percentile", "0",

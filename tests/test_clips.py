@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_media
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlightsense import clips, media
@@ -75,16 +75,45 @@ def test_clamp_spans_examples() -> None:
         clips.clamp_spans([(41, 50)], 40.0)
 
 
-@given(
-    st.lists(st.tuples(st.floats(-100, 100), st.floats(-100, 100)), max_size=5),
-    st.floats(0.1, 100),
-)
-def test_clamp_spans_stay_inside(spans: list[tuple[float, float]], duration: float) -> None:
-    try:
+@st.composite
+def spans_and_duration(draw: st.DrawFn) -> tuple[list[tuple[float, float]], float, bool]:
+    """(spans, duration, valid): about half the cases have only spans that meet [0, duration]
+    (they must come back clamped), the rest hold one empty span (it must be refused)."""
+    duration = draw(st.floats(0.1, 100))
+    valid = draw(st.booleans())
+    spans = []
+    for _ in range(draw(st.integers(1, 5))):
+        start = draw(st.floats(-50, duration * 0.99))
+        end = draw(st.floats(max(start, 0.0) + duration * 0.01, duration + 50))
+        spans.append((start, end))
+    if not valid:  # a span wholly before 0 or after the end: empty once clamped
+        gap = draw(st.floats(0.0, 50))
+        empty = draw(st.sampled_from([(-gap - 1.0, -gap), (duration + gap, duration + gap + 1.0)]))
+        spans.insert(draw(st.integers(0, len(spans))), empty)
+    return spans, duration, valid
+
+
+def test_clamp_spans_stay_inside() -> None:
+    reached = {True: 0, False: 0}
+
+    @settings(max_examples=200, database=None)
+    @given(spans_and_duration())
+    def check(case: tuple[list[tuple[float, float]], float, bool]) -> None:
+        spans, duration, valid = case
+        if not valid:
+            with pytest.raises(ValueError):
+                clips.clamp_spans(spans, duration)
+            reached[False] += 1
+            return
         clamped = clips.clamp_spans(spans, duration)
-    except ValueError:
-        return
-    assert all(0 <= a < b <= duration for a, b in clamped)
+        expected = [(min(max(a, 0.0), duration), min(max(b, 0.0), duration)) for a, b in spans]
+        assert clamped == expected
+        assert all(0 <= a < b <= duration for a, b in clamped)
+        reached[True] += 1
+
+    check()
+    total = reached[True] + reached[False]
+    assert total >= 100 and min(reached.values()) >= 0.2 * total, reached  # both branches
 
 
 # --- re-encoded clips --------------------------------------------------------------------------

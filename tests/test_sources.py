@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yt_dlp
 from conftest import make_media
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlightsense import sources
@@ -125,21 +125,88 @@ def test_random_text_is_refused_or_canonical(text: str) -> None:
     assert canonical is None or sources.check_url(canonical) == canonical
 
 
-URL_PIECES = st.tuples(
+PIECE_CHOICES = (
     st.sampled_from(["https://", "http://", "", "HTTPS://", "https://u:p@", "//"]),
     st.sampled_from(["www.twitch.tv", "twitch.tv", "youtu.be", "www.youtube.com", "evil.example"]),
     st.sampled_from(["", ":443", ":0", ":99999", ".", "@evil.example"]),
     st.sampled_from(["/videos/", "/watch", "/", "/live/", "/videos/1/../"]),
     st.text(alphabet="0123456789abcXYZ_-?=&#/%.", max_size=20),
 )
+VALID_PIECES = {  # a link each site accepts, piece by piece
+    "twitch": ("https://", "www.twitch.tv", "", "/videos/", "2212345678"),
+    "youtube": ("https://", "www.youtube.com", "", "/watch", "?v=dQw4w9WgXcQ"),
+    "youtu.be": ("", "youtu.be", "", "/", "dQw4w9WgXcQ"),
+}
 
 
-@given(URL_PIECES)
-def test_link_like_text_is_refused_or_canonical(pieces: tuple[str, ...]) -> None:
-    canonical = check_or_refuse("".join(pieces))
-    if canonical is not None:
-        assert canonical.startswith(("https://www.twitch.tv/videos/", "https://www.youtube.com/"))
+@st.composite
+def link_pieces(draw: st.DrawFn) -> tuple[str, ...]:
+    """Scheme, host, port, path, rest: each piece is a valid link's (3 in 4) or a random one."""
+    valid = VALID_PIECES[draw(st.sampled_from(sorted(VALID_PIECES)))]
+    return tuple(
+        good if draw(st.integers(0, 3)) else draw(choices)
+        for good, choices in zip(valid, PIECE_CHOICES, strict=True)
+    )
+
+
+TWITCH_HOSTS = ["www.twitch.tv", "twitch.tv", "m.twitch.tv", "WWW.TWITCH.TV"]
+YOUTUBE_HOSTS = ["www.youtube.com", "youtube.com", "m.youtube.com", "www.youtube.com."]
+
+
+@st.composite
+def accepted_links(draw: st.DrawFn) -> tuple[str, str]:
+    """(link as a person pastes it, its canonical form): Twitch VODs and YouTube videos with the
+    variations people paste (scheme or none, host spellings, tracking queries, fragments)."""
+    scheme = draw(st.sampled_from(["https://", "HTTPS://", ""]))
+    tail = draw(st.sampled_from(["", "?t=1h2m3s", "#comments", "?t=5&list=PL0123456789"]))
+    if draw(st.booleans()):
+        video = str(draw(st.integers(1, 10**11)))
+        host = draw(st.sampled_from(TWITCH_HOSTS))
+        slash = draw(st.sampled_from(["", "/"]))
+        return (
+            f"{scheme}{host}/videos/{video}{slash}{tail}",
+            f"https://www.twitch.tv/videos/{video}",
+        )
+    video = draw(st.text(alphabet="0123456789abcXYZ_-", min_size=11, max_size=11))
+    canonical = f"https://www.youtube.com/watch?v={video}"
+    if draw(st.booleans()):
+        return f"{scheme}youtu.be/{video}{tail}", canonical
+    host = draw(st.sampled_from(YOUTUBE_HOSTS))
+    return f"{scheme}{host}/watch?v={video}{tail.replace('?', '&')}", canonical
+
+
+def test_link_like_text_is_refused_or_canonical() -> None:
+    """Links built from pieces: the accepting branch is reached for a stated share of them."""
+    accepted = []
+
+    @settings(max_examples=200, database=None)
+    @given(link_pieces())
+    def check(pieces: tuple[str, ...]) -> None:
+        canonical = check_or_refuse("".join(pieces))
+        if canonical is not None:
+            assert canonical.startswith(
+                ("https://www.twitch.tv/videos/", "https://www.youtube.com/")
+            )
+            assert sources.check_url(canonical) == canonical
+            accepted.append(canonical)
+
+    check()
+    assert len(accepted) >= 20, len(accepted)  # ≥ 10 % of the examples reach the assertions
+
+
+def test_pasted_links_become_their_canonical_form() -> None:
+    reached = []
+
+    @settings(max_examples=200, database=None)
+    @given(accepted_links())
+    def check(case: tuple[str, str]) -> None:
+        link, canonical = case
+        assert sources.check_url(link) == canonical
         assert sources.check_url(canonical) == canonical
+        reached.append(link)
+
+    check()
+    assert len(reached) >= 150, len(reached)  # every example reaches the assertion
 
 
 # --- check_info --------------------------------------------------------------------------------
