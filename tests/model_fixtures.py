@@ -27,7 +27,7 @@ from torch import nn
 from highlightsense import media, scoring
 from highlightsense.engine import Engine
 from highlightsense.features import FRAMES_PER_SECOND
-from highlightsense.model import CRNN, ModelConfig
+from highlightsense.model import CRNN, ModelConfig, pad_with_minimum
 from highlightsense.settings import AnalysisSettings
 
 # inference-notebook name → training-notebook name (SPEC §3)
@@ -205,7 +205,8 @@ def _conv_features(model: CRNN, spec: torch.Tensor, starts: list[int], frames: i
     out = []
     for begin in range(0, len(starts), 16):
         padded = [
-            scoring.pad_window(spec[:, :, s : s + frames]) for s in starts[begin : begin + 16]
+            pad_with_minimum(spec[:, :, s : s + frames], model.config.max_frames)
+            for s in starts[begin : begin + 16]
         ]
         x = torch.stack([p for p, _ in padded])
         for block in model.cnn:
