@@ -706,8 +706,10 @@ def cut_highlights(
     *,
     copy: bool,
     progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
 ) -> list[Path]:
-    """Clip files for ``highlights`` in ``store``, cutting only spans not cut before."""
+    """Clip files for ``highlights`` in ``store``, cutting only spans not cut before.
+    Whatever ``cancel`` raises (it is called every few tenths of a second) stops the cutting."""
     extension = ".mp4" if analysis.info.has_video else ".m4a"
     targets = [store / _store_name(h, copy, extension) for h in highlights]
     missing = [(h, t) for h, t in zip(highlights, targets, strict=True) if not t.exists()]
@@ -719,6 +721,7 @@ def cut_highlights(
             copy=copy,
             names=[t.name for _, t in missing],
             progress=progress,
+            cancel=cancel,
         )
     return targets
 
@@ -798,16 +801,23 @@ def render(
     *,
     store: Path | None = None,
     progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
 ) -> Result:
     """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``.
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
     """
     highlights, threshold, above = choose(analysis, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the tables are written with or without clips
     clip_paths: list[Path] = []
     if settings.clips and highlights:
         cut = cut_highlights(
-            analysis, highlights, store or out_dir / ".store", copy=settings.copy, progress=progress
+            analysis,
+            highlights,
+            store or out_dir / ".store",
+            copy=settings.copy,
+            progress=progress,
+            cancel=cancel,
         )
         (out_dir / "clips").mkdir(parents=True, exist_ok=True)
         for highlight, path in zip(highlights, cut, strict=True):
