@@ -123,7 +123,8 @@ def build(app: Service) -> gr.Blocks:
                     )
             with gr.Column(scale=3):
                 status = gr.HTML(elem_id="status")
-                cancel = gr.Button("Cancel", variant="stop", size="sm", visible=False)
+                with gr.Column(visible=False) as cancel_box:
+                    cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id="cancel")
                 with gr.Column(visible=False) as results:
                     plot = gr.Plot(label="Highlight score over the VOD", elem_id="score-plot")
         with gr.Column(visible=False) as results_below:
@@ -132,6 +133,7 @@ def build(app: Service) -> gr.Blocks:
                     gallery = gr.Gallery(
                         label="Your highlights (click one to play it beside)",
                         columns=3,
+                        height=320,
                         allow_preview=False,
                         object_fit="contain",
                         elem_id="highlights-gallery",
@@ -172,8 +174,7 @@ def build(app: Service) -> gr.Blocks:
             "clip_audio": clip_audio,
             "why": why,
             "timer": timer,
-            "find": find,
-            "cancel": cancel,
+            "cancel": cancel_box,
             "top_n": top_n,
             "window": window,
             "picky_by": picky_by,

@@ -134,9 +134,16 @@ def attention_figure(
         figure.add_vrect(x0=window[0], x1=window[1], fillcolor=WINDOW_COLOR, line_width=0)
     figure.update_layout(
         yaxis={"title": "loudness (dB)"},
-        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "showticklabels": False},
-        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
-        margin={"l": 55, "r": 10, "t": 30, "b": 35},
+        # attention fills the lower third, under the loudness lines
+        yaxis2={
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "showticklabels": False,
+            "range": [0, 3 * float(np.max(attention, initial=0.0)) or 1.0],
+        },
+        legend={"orientation": "h", "x": 0, "y": -0.15, "yanchor": "top"},
+        margin={"l": 55, "r": 10, "t": 10, "b": 60},
         height=300,
     )
     _time_axis(figure, clip[0], clip[1], most=5)

@@ -73,7 +73,7 @@ PAGE = (
     "table",
     "downloads",
 )
-PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "find", "cancel", *CONTROLS)
+PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
 NO_VIDEO = (
     "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
     "list below to listen to it."
@@ -217,21 +217,19 @@ def read_state(state: object) -> dict:
 
 
 def idle(state: dict) -> dict:
-    """Page values of nothing running: Find highlights back, Cancel and the poll gone."""
+    """Page values of nothing running: Cancel and the poll gone."""
     return {
         "state": {**state, "pending": ""},
-        "timer": gr.Timer(active=False),
-        "find": gr.Button(interactive=True),
-        "cancel": gr.Button(visible=False),
+        "timer": gr.update(active=False),
+        "cancel": gr.update(visible=False),
     }
 
 
 def busy(state: dict, pending: str) -> dict:
     return {
         "state": {**state, "pending": pending},
-        "timer": gr.Timer(active=True),
-        "find": gr.Button(interactive=False),
-        "cancel": gr.Button(visible=True),
+        "timer": gr.update(active=True),
+        "cancel": gr.update(visible=True),
     }
 
 
@@ -360,6 +358,9 @@ class Service:
         state = read_state(state)
         if self.models.loaded.is_set() and self.models.error:
             return page(status=view.message(self.models.error, "error"), **idle(state))
+        running = self.jobs.find(state["pending"])
+        if state["pending"] == "queued" or (running is not None and running.state == "running"):
+            return page()  # already waiting or running: the next click is queued behind it
         return page(status=view.message("Waiting for your turn…", "busy"), **busy(state, "queued"))
 
     @page_handler
@@ -367,6 +368,10 @@ class Service:
         """Analyse the VOD given (an upload, a link, or the VOD of the results on screen) and
         show quick previews of its clips; the exact cuts follow in :meth:`finish_cuts`."""
         state = read_state(state)
+        running = self.jobs.find(state["pending"])
+        if running is not None and running.state == "running":
+            yield page(status=view.message("Your VOD is still being analysed; wait, or Cancel it."))
+            return
         try:
             picks = controls.picks(*values)
             window = controls.window(window)
@@ -509,6 +514,7 @@ class Service:
         state = read_state(state)
         job = self.jobs.find(state["job"])
         if job is None or job.state != "done" or job.exact or job.result is None:
+            yield page()  # a generator must yield: Gradio clears the outputs of one that does not
             return
         count = len(job.result.highlights)
         yield page(status=self.summary(job, f"Cutting the exact clips ({count})…"))
@@ -520,10 +526,12 @@ class Service:
 
         with job.lock:
             if job.generation != generation or job.exact:
+                yield page()
                 return
             try:
                 engine.render(job, job.picks, preview=False, cancel=superseded)
             except Cancelled:
+                yield page()
                 return
         yield page(**self.results(job))
 
@@ -546,8 +554,8 @@ class Service:
         clip = str(job.result.clip_paths[index]) if job.result.clip_paths else None
         video = job.analysis.info.has_video
         return {
-            "clip_video": gr.Video(value=clip if video else None, visible=video),
-            "clip_audio": gr.Audio(value=None if video else clip, visible=not video),
+            "clip_video": gr.update(value=clip if video else None, visible=video),
+            "clip_audio": gr.update(value=None if video else clip, visible=not video),
             "why": view.why_plot(job.analysis, highlights[index], job.reduction),
         }
 
@@ -570,17 +578,17 @@ class Service:
         note = "" if job.exact else "These are quick previews; the exact clips are being cut."
         values = {
             "status": self.summary(job, note),
-            "results": gr.Column(visible=True),
-            "results_below": gr.Column(visible=True),
+            "results": gr.update(visible=True),
+            "results_below": gr.update(visible=True),
             "plot": view.score_plot(analysis, result),
-            "gallery": gr.Gallery(
+            "gallery": gr.update(
                 value=[(str(p), c) for p, c in zip(result.clip_paths, captions, strict=True)],
                 visible=videos and bool(highlights),
             ),
-            "audio_note": gr.Markdown(visible=not videos and bool(highlights)),
-            "table": gr.Dataframe(value=view.table_rows(highlights), visible=bool(highlights)),
+            "audio_note": gr.update(visible=not videos and bool(highlights)),
+            "table": gr.update(value=view.table_rows(highlights), visible=bool(highlights)),
             "downloads": view.downloads(job.files),
-            "picker": gr.Dropdown(
+            "picker": gr.update(
                 choices=[(c, h.rank) for c, h in zip(captions, highlights, strict=True)],
                 value=1 if highlights else None,
                 visible=bool(highlights),
@@ -591,10 +599,10 @@ class Service:
     def controls(self, job: Job) -> dict:
         picks = job.picks
         values = dict(zip(CONTROLS, (picks.top_n, job.window, *picks.values()[1:]), strict=True))
-        values["percentile"] = gr.Slider(
+        values["percentile"] = gr.update(
             value=picks.percentile, visible=picks.picky_by != "threshold"
         )
-        values["threshold"] = gr.Slider(
+        values["threshold"] = gr.update(
             value=picks.threshold, visible=picks.picky_by == "threshold"
         )
         return values
@@ -697,4 +705,4 @@ def rank_of_item(event: gr.SelectData) -> object:
 
 def pickiness(picky_by: object) -> tuple:
     by = picky_by if picky_by in controls.PICKY_BY else "percentile"
-    return gr.Slider(visible=by != "threshold"), gr.Slider(visible=by == "threshold")
+    return gr.update(visible=by != "threshold"), gr.update(visible=by == "threshold")
