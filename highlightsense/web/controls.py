@@ -64,7 +64,7 @@ def number(value: object, label: str, low: float, high: float, whole: bool = Fal
         with contextlib.suppress(ValueError):
             value = float(value.strip())
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and low <= value <= high
+    ok = ok and low <= value <= high and math.isfinite(value)  # compared first: 10**400 is no float
     if not ok or (whole and value != int(value)):
         kind = "a whole number" if whole else "a number"
         raise BadInput(f"{label} must be {kind} between {low:g} and {high:g}.")

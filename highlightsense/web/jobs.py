@@ -199,16 +199,17 @@ class Jobs:
         self.make_room(needed)
         with self._lock:
             if len(self._jobs) >= self.capacity:
-                self._evict_one()
+                self._evict_one(owner)
             job_id = secrets.token_hex(16)
             job = Job(job_id, self.root / f"job-{job_id}", owner)
             job.folder.mkdir(parents=True)
             self._jobs[job_id] = job
         return job
 
-    def _evict_one(self) -> None:
-        """Room for one job: the oldest finished job of a visitor who keeps more than one,
-        else refuse. Another visitor's latest results are never taken for someone's traffic."""
+    def _evict_one(self, owner: str) -> None:
+        """Room for one job: the oldest finished job of a visitor who keeps more than one, else
+        refuse, unless ``owner`` has results its new job replaces on success (a visitor holds
+        two jobs at most). Another visitor's latest results are never taken for traffic."""
         latest: dict[str, Job] = {}  # each visitor's newest results
         for job in self._jobs.values():
             if job.state == "done" and job.used >= latest.get(job.owner, job).used:
@@ -218,6 +219,8 @@ class Jobs:
             for job in self._jobs.values()
             if job.state != "running" and (latest.get(job.owner) is not job or job.owner == "api")
         ]
+        if not spare and owner in latest and owner != "api":
+            return
         if not spare:
             raise Busy("This app is busy with other visitors' work; try again in a few minutes.")
         self._remove(min(spare, key=lambda job: job.used))
