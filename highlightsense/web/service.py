@@ -693,16 +693,27 @@ def keep_input(job: Job, path: Path) -> Path:
     return target
 
 
-def rank_of_row(event: gr.SelectData) -> object:
-    """The rank in a selected table row (its first column, whatever the sort order)."""
-    row = event.row_value
-    return int(row[0]) if row else gr.skip()
+@quiet_handler
+def rank_of_row(event: gr.EventData) -> object:
+    """The rank in a selected table row (its first column, whatever the sort order). Plain
+    EventData: Gradio builds a SelectData from whatever a caller sends, before any check."""
+    data = event._data if isinstance(event._data, dict) else {}
+    row = data.get("row_value")
+    return (
+        int(controls.number(row[0], "The clip", 1, controls.MAX_CLIPS, whole=True))
+        if row
+        else gr.skip()
+    )
 
 
-def rank_of_item(event: gr.SelectData) -> object:
-    return int(event.index) + 1 if isinstance(event.index, int) else gr.skip()
+@quiet_handler
+def rank_of_item(event: gr.EventData) -> object:
+    data = event._data if isinstance(event._data, dict) else {}
+    index = data.get("index")
+    return index + 1 if isinstance(index, int) and 0 <= index < controls.MAX_CLIPS else gr.skip()
 
 
+@quiet_handler
 def pickiness(picky_by: object) -> tuple:
     by = picky_by if picky_by in controls.PICKY_BY else "percentile"
     return gr.update(visible=by != "threshold"), gr.update(visible=by == "threshold")
