@@ -199,7 +199,7 @@ def render(
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files
-    job.exact = not preview or picks.cut == "fast"
+    job.exact = not preview or picks.cut == "fast" or not result.highlights
     for old in range(1, job.renders - KEEP_RENDERS + 1):
         shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
     _prune_store(job.folder / "store")

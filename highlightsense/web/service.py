@@ -575,7 +575,8 @@ class Service:
         highlights = result.highlights
         videos = analysis.info.has_video
         captions = [view.caption(h.rank, h.start_sec, h.end_sec, h.confidence) for h in highlights]
-        note = "" if job.exact else "These are quick previews; the exact clips are being cut."
+        previews = not job.exact and highlights
+        note = "These are quick previews; the exact clips are being cut." if previews else ""
         values = {
             "status": self.summary(job, note),
             "results": gr.update(visible=True),
@@ -594,7 +595,7 @@ class Service:
                 visible=bool(highlights),
             ),
         }
-        return values | (self.clip(job, 1) if highlights else {"why": None})
+        return values | self.clip(job, 1)
 
     def controls(self, job: Job) -> dict:
         picks = job.picks
