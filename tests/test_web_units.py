@@ -254,3 +254,21 @@ def test_why_plot_spans_the_padded_clip() -> None:
     assert tuple(figure.layout.xaxis.range) == (8.0, 40.0)
     assert figure.data[0].fill == "tozeroy"  # attention is an area behind the lines
     assert figure.layout.yaxis2.range[1] == pytest.approx(0.15)
+
+
+# --- the service's answers without a server ------------------------------------------------
+
+
+def test_cancel_with_nothing_running_says_so(tmp_path: Path) -> None:
+    from highlightsense.web.service import PAGE, Config, Service
+
+    config = Config(tmp_path, 3600.0, 600.0, 1e9, "1gb", 5, 60.0, 600.0, "cpu")
+    app = Service(config)
+    answer = dict(zip(PAGE, app.cancel({"visitor": "a" * 32}), strict=True))
+    assert "Nothing is running" in answer["status"]
+    answer = dict(zip(PAGE, app.cancel({"visitor": "a" * 32, "pending": "queued"}), strict=True))
+    assert "Cancelled before it started" in answer["status"]
+    job = app.jobs.start("a" * 32)
+    answer = dict(zip(PAGE, app.cancel({"visitor": "a" * 32, "pending": job.id}), strict=True))
+    assert "earlier results are still here" in answer["status"] and job.cancel_flag.exists()
+    assert answer["state"]["pending"] == ""
