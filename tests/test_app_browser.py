@@ -154,12 +154,12 @@ def test_a_visitors_run_from_upload_to_downloads(browser, app, shots, tmp_path_f
     assert page.locator("#downloads button").count() == 0
 
     clips = page.locator("#highlights-gallery video").count()
-    first_length = page.locator("#highlights-table tbody tr").first.locator("td").nth(3)
-    assert first_length.inner_text().strip() == "20 s"
+    table = page.locator("#highlights-table")
+    assert "20 s" in table.inner_text()
     set_slider(page, "Extra seconds before", 2)
     set_slider(page, "Extra seconds after", 2)
-    sync_api.expect(first_length).not_to_have_text("20 s", timeout=STEP_TIMEOUT)
-    assert first_length.inner_text().strip() in ("22 s", "24 s")
+    sync_api.expect(table).not_to_contain_text("20 s", timeout=STEP_TIMEOUT)
+    assert re.search(r"\b2[24] s\b", table.inner_text())
 
     # item 1: Minimum score with nothing above it says so; the plot stays
     page.get_by_label("Minimum score").first.check()
@@ -192,7 +192,7 @@ def test_a_visitors_run_from_upload_to_downloads(browser, app, shots, tmp_path_f
     assert page.get_by_label("number input for Extra seconds after").input_value() == "2"
     assert page.get_by_label("number input for Clip length (seconds)").input_value() == "20"
     # the row picked plays beside the gallery
-    page.locator("#highlights-table tbody tr").first.locator("td").nth(1).click()
+    page.locator("#highlights-table").get_by_text("00:00").first.click(force=True)
     sync_api.expect(page.locator("#clip-picker input")).to_have_value(
         re.compile("^#1 "), timeout=STEP_TIMEOUT
     )
