@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gradio.utils import get_upload_folder
 
 from .. import scoring, selection
 from ..errors import UserError
@@ -113,3 +116,13 @@ def link_text(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_LINK_CHARS:
         raise BadInput("The link must be a web address of at most 2048 characters.")
     return value.strip()
+
+
+def uploaded_file(value: object) -> Path:
+    """An uploaded file's path, refused unless Gradio put it in its upload folder."""
+    if not isinstance(value, str) or not value:
+        raise BadInput("The upload is not a file; upload the VOD through the page.")
+    path = Path(value).resolve()
+    if not path.is_relative_to(Path(get_upload_folder()).resolve()) or not path.is_file():
+        raise BadInput("That file was not uploaded to this app; upload the VOD through the page.")
+    return path

@@ -319,3 +319,15 @@ class Jobs:
             for name in names:
                 with contextlib.suppress(OSError):
                     Path(root, name).rmdir()  # only empty ones
+
+
+def keep_input(job: Job, path: Path) -> Path:
+    """A hard link to the upload in the job's folder, so it outlives the sweeps of uploads for
+    as long as the job lives; the upload itself where linking is impossible."""
+    target = job.folder / "input" / path.name
+    target.parent.mkdir(exist_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:
+        return path
+    return target

@@ -14,44 +14,26 @@ import dataclasses
 import functools
 import inspect
 import logging
-import math
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .. import media, scoring, sources, weights
+from .. import scoring, sources, weights
 from ..errors import Cancelled, UserError
 from . import controls, engine, example, view
+from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
-from .jobs import Job, Jobs, is_token, new_token
+from .jobs import Job, Jobs, is_token, keep_input, new_token
 from .messages import for_visitor
 
 LOG = logging.getLogger("highlightsense.app")
 
-WORKDIR_ENV = "HIGHLIGHTSENSE_WORKDIR"
-TTL_ENV = "HIGHLIGHTSENSE_JOB_TTL"
-JOB_MINUTES_ENV = "HIGHLIGHTSENSE_JOB_MINUTES"
-MAX_DISK_ENV = "HIGHLIGHTSENSE_MAX_DISK_GB"
-MAX_UPLOAD_ENV = "HIGHLIGHTSENSE_MAX_UPLOAD"
-QUEUE_SIZE_ENV = "HIGHLIGHTSENSE_QUEUE_SIZE"
-GPU_SECONDS_ENV = "HIGHLIGHTSENSE_GPU_SECONDS"
-RETRY_ENV = "HIGHLIGHTSENSE_MODEL_RETRY"
-
-TTL_HOURS = 6.0  # a job's results are kept this long after their last use
-JOB_MINUTES = 60.0  # wall-clock limit of one job
-MAX_DISK_GB = 40.0  # the work dir and Gradio's uploads together
-MAX_UPLOAD = "8gb"  # Gradio's upload limit: a 6-hour 720p VOD fits
-QUEUE_SIZE = 20  # jobs waiting at most; more are turned away with "queue full"
-GPU_MAX_SECONDS = 300  # the longest ZeroGPU call asked for
 SWEEP_SECONDS = 600.0  # between sweeps of expired jobs, orphaned uploads and the disk ceiling
 ORPHAN_SECONDS = 3600.0  # an upload no job holds is removed after this long
 POLL_SECONDS = 1.0  # how often a page with a running job asks for its progress
@@ -78,75 +60,6 @@ NO_VIDEO = (
     "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
     "list below to listen to it."
 )
-
-
-def env_float(name: str, default: float) -> float:
-    text = os.environ.get(name, "")
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number (got {text!r}).") from None
-    if not math.isfinite(value) or value <= 0:
-        raise SystemExit(f"{name} must be a positive number (got {text!r}).")
-    return value
-
-
-@dataclass(frozen=True)
-class Config:
-    """The deployment's settings, from the environment (documented in the README)."""
-
-    work_dir: Path
-    ttl: float  # s
-    job_limit: float  # s
-    max_disk: float  # bytes
-    max_upload: str
-    queue_size: int
-    gpu_limit: float  # s
-    retry_every: float  # s
-    device: str
-
-    @classmethod
-    def from_env(cls) -> Config:
-        return cls(
-            work_dir=work_dir(),
-            ttl=env_float(TTL_ENV, TTL_HOURS) * 3600,
-            job_limit=env_float(JOB_MINUTES_ENV, JOB_MINUTES) * 60,
-            max_disk=env_float(MAX_DISK_ENV, MAX_DISK_GB) * 1e9,
-            max_upload=os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD,
-            queue_size=int(env_float(QUEUE_SIZE_ENV, QUEUE_SIZE)),
-            gpu_limit=env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS),
-            retry_every=env_float(RETRY_ENV, engine.RETRY_SECONDS),
-            device="cuda" if engine.zero_gpu() else _auto_device(),
-        )
-
-
-def _auto_device() -> str:
-    from .. import pipeline
-
-    return pipeline.resolve_device("auto")
-
-
-def work_dir() -> Path:
-    """The jobs' folder: inside the temp dir or the app's folder, where Gradio serves from."""
-    root = Path(os.environ.get(WORKDIR_ENV) or Path(tempfile.gettempdir()) / "highlightsense-app")
-    root = root.expanduser().resolve()
-    if not any(root.is_relative_to(Path(p).resolve()) for p in (tempfile.gettempdir(), ".")):
-        raise SystemExit(
-            f"{WORKDIR_ENV}={root} is outside the temp dir ({tempfile.gettempdir()}) and the "
-            "app's folder; Gradio would refuse to serve the clips from there."
-        )
-    return root
-
-
-def lend_ffprobe() -> None:
-    """Gradio's video component probes each clip with the ffprobe on PATH (and fails where
-    there is an ffmpeg but no ffprobe); lend it the one the library uses."""
-    if shutil.which("ffprobe") is None:
-        try:
-            folder = Path(media.ffprobe_path()).parent
-        except Exception:
-            return
-        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 # --- answering every input with a sentence ---------------------------------------------------
@@ -460,7 +373,7 @@ class Service:
         if given and link:
             raise BadInput("Give either a file or a link, not both: clear one of them.")
         if given:
-            path = uploaded_file(upload)
+            path = controls.uploaded_file(upload)
             return str(path), False, path.name
         if link:
             return sources.check_url(link), True, ""
@@ -670,28 +583,6 @@ class Service:
             ],
         }
         return report, str(job.files[0])
-
-
-def uploaded_file(value: object) -> Path:
-    """An uploaded file's path, refused unless Gradio put it in its upload folder."""
-    if not isinstance(value, str) or not value:
-        raise BadInput("The upload is not a file; upload the VOD through the page.")
-    path = Path(value).resolve()
-    if not path.is_relative_to(Path(get_upload_folder()).resolve()) or not path.is_file():
-        raise BadInput("That file was not uploaded to this app; upload the VOD through the page.")
-    return path
-
-
-def keep_input(job: Job, path: Path) -> Path:
-    """A hard link to the upload in the job's folder, so it outlives the sweeps of uploads for
-    as long as the job lives; the upload itself where linking is impossible."""
-    target = job.folder / "input" / path.name
-    target.parent.mkdir(exist_ok=True)
-    try:
-        os.link(path, target)
-    except OSError:
-        return path
-    return target
 
 
 @quiet_handler
