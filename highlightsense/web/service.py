@@ -252,10 +252,10 @@ class Service:
         """The running job's progress; its results once a reloaded page is still waiting."""
         state = read_state(state)
         if state["pending"] == "queued":
-            return page(status=view.message("Waiting for your turn…", "busy"))
+            return page()  # "Waiting for your turn…" is on screen; a late tick must not undo more
         job = self.jobs.find(state["pending"])
         if job is None:
-            return page(**idle(state))
+            return page(timer=gr.update(active=False))
         if job.state == "running":
             return page(status=view.progress(job.read_progress()))
         if job.state == "done":
