@@ -58,7 +58,7 @@ PAGE = (
 PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
 NO_VIDEO = (
     "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
-    "list below to listen to it."
+    "list beside it to listen."
 )
 
 
