@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ def cut_highlights(
     *,
     copy: bool,
     progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
 ) -> list[Path]:
     """Clip files for ``highlights`` in ``store``, cutting only spans not cut before."""
     extension = clip_extension(analysis)
@@ -56,6 +58,7 @@ def cut_highlights(
             copy=copy,
             names=[t.name for _, t in missing],
             progress=progress,
+            cancel=cancel,
         )
     return targets
 
@@ -84,6 +87,7 @@ def cut_vertical_highlights(
     store: Path,
     chosen: Selection,
     progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
 ) -> tuple[list[Path], str]:
     """9:16 clip files for ``highlights`` in ``store`` (cutting only those not cut before with
     the same framing) and one sentence on how they were framed."""
@@ -102,6 +106,7 @@ def cut_vertical_highlights(
             store,
             names=[t.name for _, t in missing],
             progress=progress,
+            cancel=cancel,
             command=functools.partial(vertical.vertical_command, layout=layout),
         )
     return targets, note

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import outfolder, outputs, selection, sources
@@ -54,6 +55,7 @@ def render(
     *,
     store: Path | None = None,
     progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
     media_url: str | None = None,
 ) -> Result:
     """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``:
@@ -61,6 +63,8 @@ def render(
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
     ``media_url`` is how the timelines name the source (default: its absolute file URL).
+    Whatever ``cancel`` raises (it is called every few tenths of a second while clips are cut,
+    also when nobody watches the progress) stops the ffmpeg runs at once.
     """
     began = time.perf_counter()
     highlights, threshold, above = choose(analysis, chosen)
@@ -71,12 +75,17 @@ def render(
         store = out_dir / ".store" if own_store else store
         if chosen.clips:
             cut = outputs.cut_highlights(
-                analysis, highlights, store, copy=chosen.copy, progress=stages("clips")
+                analysis,
+                highlights,
+                store,
+                copy=chosen.copy,
+                progress=stages("clips"),
+                cancel=cancel,
             )
             result.clip_paths = outputs.link_clips(cut, out_dir / "clips")
         if chosen.vertical:
             cut, result.vertical_note = outputs.cut_vertical_highlights(
-                analysis, highlights, store, chosen, progress=stages("vertical")
+                analysis, highlights, store, chosen, progress=stages("vertical"), cancel=cancel
             )
             result.vertical_paths = outputs.link_clips(cut, out_dir / VERTICAL_FOLDER)
         if own_store:

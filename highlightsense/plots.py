@@ -1,4 +1,8 @@
-"""Interactive Plotly figures: highlight probability over the VOD, and "why this clip"."""
+"""Interactive Plotly figures: the highlight score over the VOD, and "why this clip".
+
+Scores are shown as percentages ("score 62%") everywhere a visitor reads them; times as
+HH:MM:SS at round steps (every 10 s, 1 min, 5 min …).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,32 @@ from .timecode import format_timestamp
 SCORE_COLOR = "#6d28d9"
 THRESHOLD_COLOR = "#dc2626"
 CLIP_COLOR = "rgba(250, 204, 21, 0.25)"
+WINDOW_COLOR = "rgba(109, 40, 217, 0.08)"
+ATTENTION_COLOR = "rgba(109, 40, 217, 0.25)"
 VOICE_COLOR = "#0ea5e9"
 GAME_COLOR = "#f97316"
-TICKS = 8  # time labels along the x axis
+TICKS = 7  # time labels along the x axis at most
+TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)  # s
+SCORE_TICKS = [0.25, 0.5, 0.75, 1.0]  # no 0: it would sit on the first time label
 
 
-def _time_axis(figure: go.Figure, begin: float, end: float) -> None:
+def time_ticks(begin: float, end: float, most: int = TICKS) -> list[float]:
+    """Round times (multiples of a step from TICK_STEPS) in [begin, end], at most ``most``."""
+    span = max(end - begin, 1.0)
+    step = next((s for s in TICK_STEPS if span / s <= most - 1), TICK_STEPS[-1])
+    first = np.ceil(begin / step) * step
+    return [float(t) for t in np.arange(first, end + 1e-9, step)][:most]
+
+
+def _time_axis(figure: go.Figure, begin: float, end: float, most: int = TICKS) -> None:
     """Label seconds as HH:MM:SS (Plotly has no duration axis type)."""
-    ticks = np.linspace(begin, max(end, begin + 1.0), TICKS)
+    end = max(end, begin + 1.0)
+    ticks = time_ticks(begin, end, most)
     figure.update_xaxes(
         tickmode="array",
         tickvals=ticks,
         ticktext=[format_timestamp(t) for t in ticks],
-        range=[begin, max(end, begin + 1.0)],
+        range=[begin, end],
     )
 
 
@@ -34,18 +51,22 @@ def score_figure(
     chosen: Sequence[int],
     duration: float,
 ) -> go.Figure:
-    """windows: (N, 3) start, end, probability → probability at each window's centre, the
-    threshold line, and each chosen window shaded and labelled with its rank."""
-    centres = (windows[:, 0] + windows[:, 1]) / 2
-    hover = [f"{format_timestamp(s)}–{format_timestamp(e)}<br>score {p:.3f}" for s, e, p in windows]
+    """windows: (N, 3) start, end, score → the score at each window's centre (one window: a
+    line across it), the threshold, and each chosen window shaded and labelled with its rank."""
+    if len(windows) == 1:
+        ((start, end, p),) = windows
+        x, y = np.array([start, end]), np.array([p, p])
+    else:
+        x, y = (windows[:, 0] + windows[:, 1]) / 2, windows[:, 2]
+    hover = [f"{format_timestamp(s)}–{format_timestamp(e)}: score {p:.0%}" for s, e, p in windows]
     figure = go.Figure(
         go.Scatter(
-            x=centres,
-            y=windows[:, 2],
+            x=x,
+            y=y,
             mode="lines",
             line={"color": SCORE_COLOR, "width": 1.5},
-            name="highlight probability",
-            hovertext=hover,
+            name="score",
+            hovertext=hover if len(windows) > 1 else hover * 2,
             hoverinfo="text",
         )
     )
@@ -53,8 +74,8 @@ def score_figure(
         figure.add_hline(
             y=threshold,
             line={"color": THRESHOLD_COLOR, "dash": "dash", "width": 1},
-            annotation_text=f"threshold {threshold:.3f}",
-            annotation_position="top left",
+            annotation_text=f"picked above {threshold:.0%}",
+            annotation_position="bottom left",
         )
     for rank, index in enumerate(chosen, start=1):
         start, end, _ = windows[index]
@@ -67,19 +88,18 @@ def score_figure(
             annotation_position="top",
         )
     figure.update_layout(
-        title="Highlight probability over the VOD",
-        yaxis={"title": "probability", "range": [0, 1.05]},
-        xaxis={"title": "time"},
-        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+        yaxis={"title": "score", "range": [0, 1.08], "tickvals": SCORE_TICKS, "tickformat": ".0%"},
+        margin={"l": 55, "r": 15, "t": 25, "b": 35},
         showlegend=False,
-        height=360,
+        height=320,
     )
     _time_axis(figure, 0.0, duration)
     return figure
 
 
 def attention_figure(
-    start: float,
+    clip: tuple[float, float],
+    window: tuple[float, float],
     attention: np.ndarray,
     step_seconds: float,
     loudness: np.ndarray,
@@ -87,27 +107,44 @@ def attention_figure(
 ) -> go.Figure:
     """What the model reacted to in one clip.
 
-    attention: (S,) weights over GRU steps of ``step_seconds``; loudness: (2, F) voice and game
-    loudness in dB per frame of ``frame_seconds``, for the same window.
+    clip: (start, end) s of the clip as cut (padding included), the x axis; window: (start,
+    end) s the model scored, shaded. attention: (S,) weights over steps of ``step_seconds``
+    from the window's start; loudness: (2, F) voice and game loudness in dB per frame of
+    ``frame_seconds`` from the clip's start. Attention is a light area behind the two lines.
     """
-    steps = start + np.arange(len(attention)) * step_seconds
-    frames = start + np.arange(loudness.shape[1]) * frame_seconds
+    steps = window[0] + np.arange(len(attention)) * step_seconds
+    frames = clip[0] + np.arange(loudness.shape[1]) * frame_seconds
     figure = go.Figure()
-    figure.add_bar(
-        x=steps, y=attention, name="model attention", marker_color=SCORE_COLOR, yaxis="y2"
+    figure.add_scatter(
+        x=steps,
+        y=attention,
+        name="where the model listened",
+        mode="lines",
+        line={"color": ATTENTION_COLOR, "width": 0, "shape": "hv"},
+        fill="tozeroy",
+        fillcolor=ATTENTION_COLOR,
+        yaxis="y2",
+        hoverinfo="skip",
     )
-    for row, name, color in ((0, "voice loudness", VOICE_COLOR), (1, "game loudness", GAME_COLOR)):
+    for row, name, color in ((0, "voice", VOICE_COLOR), (1, "game", GAME_COLOR)):
         figure.add_scatter(
             x=frames, y=loudness[row], mode="lines", name=name, line={"color": color, "width": 1}
         )
+    if clip != window:
+        figure.add_vrect(x0=window[0], x1=window[1], fillcolor=WINDOW_COLOR, line_width=0)
     figure.update_layout(
-        title="Why this clip: where the model looked, beside voice and game loudness",
         yaxis={"title": "loudness (dB)"},
-        yaxis2={"title": "attention", "overlaying": "y", "side": "right", "showgrid": False},
-        legend={"orientation": "h", "y": -0.2},
-        margin={"l": 50, "r": 50, "t": 50, "b": 40},
-        height=320,
-        bargap=0,
+        # attention fills the lower third, under the loudness lines
+        yaxis2={
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "showticklabels": False,
+            "range": [0, 3 * float(np.max(attention, initial=0.0)) or 1.0],
+        },
+        legend={"orientation": "h", "x": 0, "y": -0.15, "yanchor": "top"},
+        margin={"l": 55, "r": 10, "t": 10, "b": 60},
+        height=300,
     )
-    _time_axis(figure, start, frames[-1] if len(frames) else start)
+    _time_axis(figure, clip[0], clip[1], most=5)
     return figure

@@ -1,0 +1,98 @@
+"""The deployment's settings, read from the environment when the app is built."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import media
+from . import library
+
+WORKDIR_ENV = "HIGHLIGHTSENSE_WORKDIR"
+TTL_ENV = "HIGHLIGHTSENSE_JOB_TTL"
+JOB_MINUTES_ENV = "HIGHLIGHTSENSE_JOB_MINUTES"
+MAX_DISK_ENV = "HIGHLIGHTSENSE_MAX_DISK_GB"
+MAX_UPLOAD_ENV = "HIGHLIGHTSENSE_MAX_UPLOAD"
+QUEUE_SIZE_ENV = "HIGHLIGHTSENSE_QUEUE_SIZE"
+GPU_SECONDS_ENV = "HIGHLIGHTSENSE_GPU_SECONDS"
+RETRY_ENV = "HIGHLIGHTSENSE_MODEL_RETRY"
+
+TTL_HOURS = 6.0  # a job's results are kept this long after their last use
+JOB_MINUTES = 60.0  # wall-clock limit of one job
+MAX_DISK_GB = 40.0  # the work dir and Gradio's uploads together
+MAX_UPLOAD = "8gb"  # Gradio's upload limit: a 6-hour 720p VOD fits
+QUEUE_SIZE = 20  # jobs waiting at most; more are turned away with "queue full"
+GPU_MAX_SECONDS = 300  # the longest ZeroGPU call asked for
+
+
+def env_float(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number (got {text!r}).") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SystemExit(f"{name} must be a positive number (got {text!r}).")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """The deployment's settings, from the environment (documented in the README)."""
+
+    work_dir: Path
+    ttl: float  # s
+    job_limit: float  # s
+    max_disk: float  # bytes
+    max_upload: str
+    queue_size: int
+    gpu_limit: float  # s
+    retry_every: float  # s
+    device: str
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            work_dir=work_dir(),
+            ttl=env_float(TTL_ENV, TTL_HOURS) * 3600,
+            job_limit=env_float(JOB_MINUTES_ENV, JOB_MINUTES) * 60,
+            max_disk=env_float(MAX_DISK_ENV, MAX_DISK_GB) * 1e9,
+            max_upload=os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD,
+            queue_size=int(env_float(QUEUE_SIZE_ENV, QUEUE_SIZE)),
+            gpu_limit=env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS),
+            retry_every=env_float(RETRY_ENV, library.RETRY_SECONDS),
+            device="cuda" if library.zero_gpu() else _auto_device(),
+        )
+
+
+def _auto_device() -> str:
+    from ..runtime import resolve_device
+
+    return str(resolve_device("auto"))
+
+
+def work_dir() -> Path:
+    """The jobs' folder: inside the temp dir or the app's folder, where Gradio serves from."""
+    root = Path(os.environ.get(WORKDIR_ENV) or Path(tempfile.gettempdir()) / "highlightsense-app")
+    root = root.expanduser().resolve()
+    if not any(root.is_relative_to(Path(p).resolve()) for p in (tempfile.gettempdir(), ".")):
+        raise SystemExit(
+            f"{WORKDIR_ENV}={root} is outside the temp dir ({tempfile.gettempdir()}) and the "
+            "app's folder; Gradio would refuse to serve the clips from there."
+        )
+    return root
+
+
+def lend_ffprobe() -> None:
+    """Gradio's video component probes each clip with the ffprobe on PATH (and fails where
+    there is an ffmpeg but no ffprobe); lend it the one the library uses."""
+    if shutil.which("ffprobe") is None:
+        try:
+            folder = Path(media.ffprobe_path()).parent
+        except Exception:
+            return
+        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"

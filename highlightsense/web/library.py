@@ -1,0 +1,236 @@
+"""The one place the web app calls the analysis library: loading the models, analysing a VOD
+(on ZeroGPU in GPU calls sized to the VOD), and rendering a selection into clips and tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import pipeline, scoring
+from ..engine import Engine
+from ..errors import UserError
+from ..progress import STAGE_WEIGHTS
+from ..results import Analysis, Result
+from ..settings import AnalysisSettings, Selection
+from ..slices import SLICE_SEC
+from .controls import Picks
+from .jobs import KEEP_RENDERS, Job, JobProgress
+from .messages import for_visitor
+
+LOG = logging.getLogger("highlightsense.app")
+
+RETRY_SECONDS = 600.0  # between two background attempts to load models that failed
+LOAD_WAIT = 300.0  # s a job waits for models still loading at start-up
+MODELS_BROKEN = (
+    "This Space cannot analyse VODs yet because its models could not be loaded; the Space's "
+    "owner should check its logs and its HIGHLIGHTSENSE_WEIGHTS and HIGHLIGHTSENSE_SEPARATOR "
+    "settings."
+)
+
+# Wall time of one ZeroGPU call: a base for start-up plus a share of the VOD's length it covers
+# (separating and featurizing a slice, or scoring the whole VOD). Longer VODs take more calls.
+GPU_BASE_SECONDS = 30
+GPU_SECONDS_PER_VOD_SECOND = 0.03
+
+# Share of the job's bar: the analysis, then the first cut of the clips.
+ANALYSIS_SHARE = 0.92
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+NAME_CHARS = 60  # of the VOD's name kept in download names
+
+
+class ModelsMissing(UserError):
+    """The models failed to load at start-up (remembered; retried now and then)."""
+
+
+class Models:
+    """The CRNN and Demucs, loaded once in the background (the library caches both per
+    process); a failure is remembered and said at once, and retried every ``retry_every`` s."""
+
+    def __init__(self, device: str, retry_every: float = RETRY_SECONDS):
+        self.device, self.retry_every = device, retry_every
+        self.error: str | None = None
+        self.loaded = threading.Event()  # set after the first attempt, whatever its outcome
+
+    def load_once(self) -> None:
+        try:
+            Engine.create(AnalysisSettings(device=self.device), device=self.device).load()
+        except UserError as err:
+            LOG.warning("the models could not be loaded: %s", err)
+            self.error = for_visitor(err)
+        except Exception:
+            LOG.exception("the models could not be loaded")
+            self.error = MODELS_BROKEN
+        else:
+            self.error = None
+        finally:
+            self.loaded.set()
+
+    def start(self) -> None:
+        """Load now in a thread; while that fails, try again now and then."""
+
+        def keep_trying() -> None:
+            self.load_once()
+            while self.error is not None:
+                time.sleep(self.retry_every)
+                self.load_once()
+
+        threading.Thread(target=keep_trying, name="load-models", daemon=True).start()
+
+    def check(self, wait: float = LOAD_WAIT) -> None:
+        if not self.loaded.wait(wait):
+            raise ModelsMissing("The models are still loading; try again in a minute.")
+        if self.error is not None:
+            raise ModelsMissing(self.error)
+
+
+def zero_gpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU") == "true"
+
+
+def gpu_seconds(vod_seconds: float, limit: float) -> int:
+    """How long to borrow the GPU for a call covering ``vod_seconds`` of VOD (at most ``limit``)."""
+    wanted = math.ceil(GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds)
+    return int(min(wanted, limit))
+
+
+def gpu_runner(limit: float) -> Callable | None:
+    """On ZeroGPU, ``run(vod_seconds, fn, *args)`` borrowing the GPU for as long as the share of
+    the VOD the call covers needs (at most ``limit`` s); elsewhere None (the library then runs
+    in this process)."""
+    if not zero_gpu():
+        return None
+    import spaces
+
+    def run(vod_seconds: float, fn: Callable, *args: object) -> object:
+        return fn(*args)
+
+    return spaces.GPU(duration=lambda vod_seconds, *_: gpu_seconds(vod_seconds, limit))(run)
+
+
+def slice_seconds(limit: float) -> float:
+    """Seconds of VOD one ZeroGPU call separates: as much as fits the longest call asked for."""
+    return max(60.0, (limit - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND)
+
+
+def analysis_settings(window: float, device: str) -> AnalysisSettings:
+    return AnalysisSettings(
+        window_sec=window, stride_sec=min(scoring.STRIDE_SEC, window), device=device
+    )
+
+
+def analysis_stages(is_link: bool) -> tuple[tuple[str, float], ...]:
+    """Plain stage names over Engine.analyze's bar, which weighs its stages like this."""
+    shares = [
+        ("Downloading the VOD", STAGE_WEIGHTS["fetch"] if is_link else 0.0),
+        ("Separating voice from game sound", STAGE_WEIGHTS["read"] + STAGE_WEIGHTS["separate"]),
+        ("Scoring every moment", STAGE_WEIGHTS["score"]),
+    ]
+    total = sum(share for _, share in shares)
+    stages, end = [], 0.0
+    for name, share in shares:
+        end += share / total
+        if share:
+            stages.append((name, end))
+    return tuple(stages)
+
+
+def analyze(
+    job: Job,
+    source: str,
+    is_link: bool,
+    window: float,
+    device: str,
+    progress: JobProgress,
+    gpu: Callable | None,
+    gpu_limit: float,
+) -> Analysis:
+    """Separate, featurize and score ``source`` (a local file or a checked link) for ``job``."""
+    engine = Engine.create(analysis_settings(window, device), device=device)
+    bar = progress.part(0.0, ANALYSIS_SHARE, analysis_stages(is_link))
+    bar(0.0)
+    began = time.perf_counter()
+    analysis = engine.analyze(
+        source,
+        progress=bar,
+        download_dir=job.folder / "download",
+        gpu=gpu,
+        slice_sec=slice_seconds(gpu_limit) if gpu is not None else SLICE_SEC,
+    )
+    LOG.info("analysis finished: job %s in %.1f s", job.id, time.perf_counter() - began)
+    return analysis
+
+
+def render(
+    job: Job,
+    picks: Picks,
+    *,
+    preview: bool,
+    progress: JobProgress | None = None,
+    cancel: Callable[[], None] | None = None,
+) -> None:
+    """Choose and cut clips for ``picks`` (only spans not cut before) into a new folder of the
+    job, with downloads named after the VOD; then show it. A ``preview`` cuts by stream copy
+    (seconds for twenty clips) whatever the cut asked for. Whatever ``cancel`` raises stops
+    the ffmpeg runs at once."""
+    chosen = Selection(**(picks.settings() | ({"copy": True} if preview else {})))
+    bar = None
+    if progress is not None:
+        bar = progress.part(ANALYSIS_SHARE, 1 - ANALYSIS_SHARE, (("Cutting the clips", 1.0),))
+    job.renders += 1
+    out_dir = job.folder / f"render-{job.renders}"
+    result = pipeline.render(
+        job.analysis,
+        chosen,
+        out_dir,
+        store=job.folder / "store",
+        progress=bar,
+        cancel=cancel,
+        media_url=job.analysis.source.name,  # timelines never show the server's folders
+    )
+    files = package(result, out_dir, job.name)
+    job.result, job.picks, job.files = result, picks, files
+    job.exact = not preview or picks.cut == "fast" or not result.highlights
+    for old in range(1, job.renders - KEEP_RENDERS + 1):
+        shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
+    _prune_store(job.folder / "store")
+
+
+def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
+    """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips
+    and tables, the tables, then each clip."""
+    stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
+    folder = out_dir / "downloads"
+    folder.mkdir()
+    tables = [out_dir / name for name in ("highlights.csv", "highlights.json", "scores.csv")]
+    named_tables = [folder / f"{stem}-{path.name}" for path in tables]
+    named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
+    pairs = zip([*tables, *result.clip_paths], [*named_tables, *named_clips], strict=True)
+    for source, target in pairs:
+        try:
+            os.link(source, target)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, target)
+    archive_path = folder / f"{stem}-highlights.zip"
+    # Clips are compressed already: store them, do not deflate them again.
+    with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
+        for path in [*named_tables, *named_clips]:
+            archive.write(path, f"{stem}-highlights/{path.name}")
+    return [archive_path, *named_tables[:2], *named_clips]
+
+
+def _prune_store(store: Path) -> None:
+    """Cut clips no kept selection links to any more: re-tuning must not grow the store."""
+    for path in store.glob("span_*"):
+        try:
+            if path.stat().st_nlink == 1:
+                path.unlink()
+        except OSError:
+            continue

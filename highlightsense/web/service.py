@@ -1,0 +1,606 @@
+"""The handlers behind the page and the /detect endpoint, and the app's start-up work.
+
+Every handler answers any input: a bad value or a failure becomes one sentence (in the page's
+status line, or a ``gr.Error`` for API callers), never a traceback or a tool's raw output.
+
+A page handler returns one value per entry of :data:`PAGE` (``gr.skip()`` for what it leaves
+alone), so ``app.py`` wires every page event to the same list of components. A new attempt
+never touches the results on screen until it has succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from .. import scoring, sources
+from ..errors import Cancelled, UserError
+from ..files import cache_dir
+from . import controls, example, library, view
+from .config import Config, lend_ffprobe
+from .controls import BadInput, Picks
+from .jobs import Job, Jobs, is_token, keep_input, new_token
+from .messages import for_visitor
+
+LOG = logging.getLogger("highlightsense.app")
+
+SWEEP_SECONDS = 600.0  # between sweeps of expired jobs, orphaned uploads and the disk ceiling
+ORPHAN_SECONDS = 3600.0  # an upload no job holds is removed after this long
+POLL_SECONDS = 1.0  # how often a page with a running job asks for its progress
+
+EXAMPLE_PICKS = Picks(top_n=3, percentile=80.0, gap=10.0)
+EXAMPLE_WINDOW = 15.0  # s
+EXAMPLE_NAME = "highlightsense-example.mp4"  # what the summary and downloads call it
+
+CONTROLS = ("top_n", "window", "picky_by", "percentile", "threshold", "gap")
+CONTROLS += ("pad_before", "pad_after", "cut")
+PAGE = (
+    "state",
+    "status",
+    "results",
+    "results_below",
+    "plot",
+    "gallery",
+    "audio_note",
+    "table",
+    "downloads",
+)
+PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
+NO_VIDEO = (
+    "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
+    "list beside it to listen."
+)
+
+
+# --- answering every input with a sentence ---------------------------------------------------
+
+
+def _sentence(error: BaseException, where: str) -> str:
+    if not isinstance(error, UserError | Cancelled):
+        LOG.error("%s failed", where, exc_info=error)
+    return for_visitor(error)
+
+
+def page_handler(fn: Callable) -> Callable:
+    """A page handler whose failures land in the status line, the results left as they are."""
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[tuple]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                yield page(status=view.message(_sentence(error, fn.__name__), "error"))
+
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> tuple:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            return page(status=view.message(_sentence(error, fn.__name__), "error"))
+
+    return plain
+
+
+def quiet_handler(fn: Callable) -> Callable:
+    """A helper event (a click on a row): bad input changes nothing."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            _sentence(error, fn.__name__)
+            return gr.skip()
+
+    return wrapper
+
+
+def page(**values: object) -> tuple:
+    """One value per PAGE entry: those given, gr.skip() for the rest."""
+    unknown = set(values) - set(PAGE)
+    if unknown:
+        raise ValueError(f"not on the page: {sorted(unknown)}")
+    return tuple(values.get(name, gr.skip()) for name in PAGE)
+
+
+def read_state(state: object) -> dict:
+    """The browser's memory: its visitor token, the job on screen and the one running."""
+    state = state if isinstance(state, dict) else {}
+    return {
+        "visitor": state["visitor"] if is_token(state.get("visitor")) else new_token(),
+        "job": state.get("job") if is_token(state.get("job")) else "",
+        "pending": state.get("pending")
+        if state.get("pending") in ("queued", "") or is_token(state.get("pending"))
+        else "",
+    }
+
+
+def idle(state: dict) -> dict:
+    """Page values of nothing running: Cancel and the poll gone."""
+    return {
+        "state": {**state, "pending": ""},
+        "timer": gr.update(active=False),
+        "cancel": gr.update(visible=False),
+    }
+
+
+def busy(state: dict, pending: str) -> dict:
+    return {
+        "state": {**state, "pending": pending},
+        "timer": gr.update(active=True),
+        "cancel": gr.update(visible=True),
+    }
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+class Service:
+    """The app's state (jobs, models, the example) and the handlers the page and API call."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.jobs = Jobs(
+            config.work_dir,
+            ttl=config.ttl,
+            max_bytes=config.max_disk,
+            uploads=Path(get_upload_folder()),
+            orphan_age=ORPHAN_SECONDS,
+        )
+        self.models = library.Models(config.device, config.retry_every)
+        self.gpu = None
+        # One analysis (and its clip cutting) at a time, even when Gradio has let go of a
+        # cancelled one: the next job never competes with its ffmpeg runs.
+        self.busy = threading.Lock()
+        self.example_path: Path | None = None
+        self.example_job: Job | None = None  # analysed once, copied for each visitor
+        self._example_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start-up work, none of it blocking: models, sweeps and the example."""
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        lend_ffprobe()
+        self.gpu = library.gpu_runner(self.config.gpu_limit)
+        self.models.start()
+        threading.Thread(target=self._sweep, name="sweep-jobs", daemon=True).start()
+        threading.Thread(target=self.prepare_example, name="example", daemon=True).start()
+
+    def _sweep(self) -> None:
+        while True:
+            try:
+                self.jobs.prune()
+            except Exception:
+                LOG.exception("sweeping old jobs failed")
+            time.sleep(SWEEP_SECONDS)
+
+    # --- the example ---------------------------------------------------------------------
+
+    def prepare_example(self) -> None:
+        """Make the demo VOD (kept in the cache folder), then analyse it once."""
+        try:
+            self.example_path = example.make(cache_dir() / "example")
+        except Exception:
+            LOG.exception("could not make the example VOD")
+            return
+        if self.gpu is not None:
+            return  # on ZeroGPU the GPU is lent to visitors' calls only: analyse on first click
+        self.models.check()
+        with self._example_lock, self.busy:
+            if self.example_job is None:
+                self.example_job = self._analyse_example()
+
+    def _analyse_example(self) -> Job:
+        job = Job("example", self.config.work_dir / "example-job", "example", state="done")
+        shutil.rmtree(job.folder, ignore_errors=True)
+        job.folder.mkdir(parents=True)
+        job.name, job.source, job.window = EXAMPLE_NAME, self.example_path, EXAMPLE_WINDOW
+        job.analysis = library.analyze(
+            job,
+            str(self.example_path),
+            False,
+            EXAMPLE_WINDOW,
+            EXAMPLE_PICKS,
+            self.config.device,
+            job.progress(self.config.job_limit),
+            self.gpu,
+            self.config.gpu_limit,
+        )
+        return job
+
+    # --- page: loading and polling ---------------------------------------------------------
+
+    @page_handler
+    def load(self, state: object) -> tuple:
+        """What a (re)loaded page shows: the results its browser had, with the controls set as
+        they were; a job still running, with its progress; what is wrong with the Space."""
+        state = read_state(state)
+        shown = self.jobs.find(state["job"])
+        values: dict[str, object] = {}
+        if shown is not None and shown.state == "done":
+            values |= self.results(shown) | self.controls(shown)
+        elif state["job"]:
+            values["status"] = view.message("Your earlier results have expired.")
+            state["job"] = ""
+        running = self.jobs.find(state["pending"])
+        if running is not None and running.state == "running":
+            values |= busy(state, running.id)
+            values["status"] = view.progress(running.read_progress())
+        else:
+            if running is not None and running.state in ("failed", "cancelled"):
+                values["status"] = view.message(running.message, "error")
+            values |= idle(state)
+        if self.models.loaded.is_set() and self.models.error:
+            values["status"] = view.message(self.models.error, "error")
+        return page(**values)
+
+    @page_handler
+    def poll(self, state: object) -> tuple:
+        """The running job's progress; its results once a reloaded page is still waiting."""
+        state = read_state(state)
+        if state["pending"] == "queued":
+            return page()  # "Waiting for your turn…" is on screen; a late tick must not undo more
+        job = self.jobs.find(state["pending"])
+        if job is None:
+            return page(timer=gr.update(active=False))
+        if job.state == "running":
+            return page(status=view.progress(job.read_progress()))
+        if job.state == "done":
+            state["job"] = job.id
+            return page(**idle(state), **self.results(job), **self.controls(job))
+        return page(**idle(state), status=view.message(job.message, "error"))
+
+    # --- page: running a job ---------------------------------------------------------------
+
+    @page_handler
+    def begin(self, state: object) -> tuple:
+        """Find highlights was pressed: say at once what is wrong with the Space, else wait."""
+        state = read_state(state)
+        if self.models.loaded.is_set() and self.models.error:
+            return page(status=view.message(self.models.error, "error"), **idle(state))
+        running = self.jobs.find(state["pending"])
+        if state["pending"] == "queued" or (running is not None and running.state == "running"):
+            return page()  # already waiting or running: the next click is queued behind it
+        return page(status=view.message("Waiting for your turn…", "busy"), **busy(state, "queued"))
+
+    @page_handler
+    def run(self, state: object, upload: object, link: object, window: object, *values: object):
+        """Analyse the VOD given (an upload, a link, or the VOD of the results on screen) and
+        show quick previews of its clips; the exact cuts follow in :meth:`finish_cuts`."""
+        state = read_state(state)
+        running = self.jobs.find(state["pending"])
+        if running is not None and running.state == "running":
+            yield page(status=view.message("Your VOD is still being analysed; wait, or Cancel it."))
+            return
+        try:
+            picks = controls.picks(*values)
+            window = controls.window(window)
+            source, is_link, name = self.source(state, upload, link)
+            self.models.check()
+        except Exception as error:
+            yield page(**idle(state), status=view.message(_sentence(error, "run"), "error"))
+            return
+        yield from self._run(state, picks, window, source, is_link, name)
+
+    def _run(self, state: dict, picks: Picks, window: float, source, is_link, name) -> Iterator:
+        try:
+            job = self.jobs.start(state["visitor"])
+        except Exception as error:
+            yield page(**idle(state), status=view.message(_sentence(error, "run"), "error"))
+            return
+        # the job's id reaches the browser first, so a reloaded page finds its progress
+        yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
+        try:
+            self._work(job, picks, window, source, is_link, name)
+        except Exception:
+            yield page(**idle(state), status=view.message(job.message, "error"))
+            return
+        state["job"] = job.id
+        yield page(**idle(state), **self.results(job), **self.controls(job))
+
+    def _work(self, job: Job, picks: Picks, window: float, source, is_link, name) -> None:
+        """Analyse and cut quick previews, one job at a time; a failure is kept in the job."""
+        with self.busy:
+            try:
+                job.name, job.window = name, window
+                if not is_link:
+                    source = str(keep_input(job, Path(source)))
+                LOG.info("analysis started: job %s", job.id)
+                progress = job.progress(self.config.job_limit)
+                job.analysis = library.analyze(
+                    job, source, is_link, window, self.config.device, progress, self.gpu,
+                    self.config.gpu_limit,
+                )  # fmt: skip
+                job.source = Path(job.analysis.source)
+                job.name = name or job.source.name
+                preview = picks.cut == "exact"
+                with job.lock:
+                    library.render(
+                        job, picks, preview=preview, progress=progress, cancel=progress.check
+                    )
+                self.jobs.succeeded(job)
+            except Exception as error:
+                job.state = "cancelled" if isinstance(error, Cancelled) else "failed"
+                job.message = _sentence(error, f"job {job.id}")
+                LOG.info("job %s %s: %s", job.id, job.state, job.message)
+                raise
+
+    @page_handler
+    def run_example(self, state: object):
+        """The demo: its analysis was made at start-up, so only its clips are cut now."""
+        state = read_state(state)
+        if self.example_path is None:
+            yield page(
+                **idle(state),
+                status=view.message("The example is still being made; try again in a moment."),
+            )
+            return
+        with self._example_lock:
+            template = self.example_job
+        if template is None:  # not analysed yet (or on ZeroGPU): analyse it as a visitor's VOD
+            yield from self._run(
+                state, EXAMPLE_PICKS, EXAMPLE_WINDOW, str(self.example_path), False, EXAMPLE_NAME
+            )
+            return
+        job = self.jobs.start(state["visitor"])
+        job.name, job.source, job.window = EXAMPLE_NAME, template.source, EXAMPLE_WINDOW
+        job.analysis = template.analysis
+        with job.lock:
+            library.render(job, EXAMPLE_PICKS, preview=True)
+        self.jobs.succeeded(job)
+        state["job"] = job.id
+        yield page(**idle(state), **self.results(job), **self.controls(job))
+
+    def source(self, state: dict, upload: object, link: object) -> tuple[str, bool, str]:
+        """(path or link, is it a link, the VOD's name) of what the visitor gave; with
+        nothing given, the VOD of the results on screen (to analyse with another clip length)."""
+        link = controls.link_text(link)
+        given = upload not in (None, "")
+        if given and link:
+            raise BadInput("Give either a file or a link, not both: clear one of them.")
+        if given:
+            path = controls.uploaded_file(upload)
+            return str(path), False, path.name
+        if link:
+            return sources.check_url(link), True, ""
+        shown = self.jobs.find(state["job"])
+        if shown is not None and shown.source is not None and shown.source.is_file():
+            return str(shown.source), False, shown.name
+        raise BadInput("Upload a VOD or paste a Twitch or YouTube link first.")
+
+    @page_handler
+    def cancel(self, state: object) -> tuple:
+        """Stop the visitor's job (its ffmpeg runs stop at once); the results on screen stay."""
+        state = read_state(state)
+        job = self.jobs.find(state["pending"])
+        if job is not None and job.state == "running":
+            job.cancel_flag.touch()
+            return page(
+                **idle(state),
+                status=view.message("Cancelled; your earlier results are still here."),
+            )
+        if state["pending"] == "queued":
+            return page(**idle(state), status=view.message("Cancelled before it started."))
+        return page(
+            **idle(state), status=view.message("Nothing is running, so there is nothing to cancel.")
+        )
+
+    # --- page: re-tuning -----------------------------------------------------------------
+
+    @page_handler
+    def retune(self, state: object, *values: object) -> tuple:
+        """Pick again from the scores on screen: quick previews now, exact cuts after."""
+        state = read_state(state)
+        picks = controls.picks(*values)
+        job = self.jobs.find(state["job"])
+        if job is None or job.state != "done" or picks == job.picks:
+            return page()
+        job.generation += 1
+        with job.lock:
+            began = time.perf_counter()
+            library.render(job, picks, preview=True)
+            LOG.info("re-tuned: job %s in %.2f s", job.id, time.perf_counter() - began)
+        return page(**self.results(job))
+
+    @page_handler
+    def finish_cuts(self, state: object):
+        """Replace quick previews by the exact cuts asked for, saying so meanwhile."""
+        state = read_state(state)
+        job = self.jobs.find(state["job"])
+        if job is None or job.state != "done" or job.exact or job.result is None:
+            yield page()  # a generator must yield: Gradio clears the outputs of one that does not
+            return
+        count = len(job.result.highlights)
+        yield page(status=self.summary(job, f"Cutting the exact clips ({count})…"))
+        generation = job.generation
+
+        def superseded() -> None:
+            if job.generation != generation:
+                raise Cancelled("a newer selection replaced this one")
+
+        with job.lock:
+            if job.generation != generation or job.exact:
+                yield page()
+                return
+            try:
+                library.render(job, job.picks, preview=False, cancel=superseded)
+            except Cancelled:
+                yield page()
+                return
+        yield page(**self.results(job))
+
+    # --- page: one clip ------------------------------------------------------------------
+
+    @page_handler
+    def show_clip(self, state: object, rank: object) -> tuple:
+        """One clip of the results on screen, and why the model picked it."""
+        state = read_state(state)
+        job = self.jobs.find(state["job"])
+        if job is None or job.result is None or rank in (None, ""):
+            return page()
+        return page(**self.clip(job, rank))
+
+    def clip(self, job: Job, rank: object) -> dict:
+        highlights = job.result.highlights
+        if not highlights:
+            return {"clip_video": None, "clip_audio": None, "why": None}
+        index = int(controls.number(rank, "The clip", 1, len(highlights), whole=True)) - 1
+        clip = str(job.result.clip_paths[index]) if job.result.clip_paths else None
+        video = job.analysis.info.has_video
+        return {
+            "clip_video": gr.update(value=clip if video else None, visible=video),
+            "clip_audio": gr.update(value=None if video else clip, visible=not video),
+            "why": view.why_plot(job.analysis, highlights[index]),
+        }
+
+    # --- what the page shows -------------------------------------------------------------
+
+    def summary(self, job: Job, note: str = "") -> str:
+        result = job.result
+        text = view.summary(
+            job.name, job.analysis.duration, result.threshold, job.picks, len(result.highlights)
+        )
+        if note:
+            text = text.replace("</div>", f'<div class="hs-note">{note}</div></div>', 1)
+        return text
+
+    def results(self, job: Job) -> dict:
+        result, analysis = job.result, job.analysis
+        highlights = result.highlights
+        videos = analysis.info.has_video
+        captions = [view.caption(h.rank, h.start_sec, h.end_sec, h.confidence) for h in highlights]
+        previews = not job.exact and highlights
+        note = "These are quick previews; the exact clips are being cut." if previews else ""
+        values = {
+            "status": self.summary(job, note),
+            "results": gr.update(visible=True),
+            "results_below": gr.update(visible=True),
+            "plot": view.score_plot(analysis, result),
+            "gallery": gr.update(
+                value=[(str(p), c) for p, c in zip(result.clip_paths, captions, strict=True)],
+                visible=videos and bool(highlights),
+            ),
+            "audio_note": gr.update(visible=not videos and bool(highlights)),
+            "table": gr.update(value=view.table_rows(highlights), visible=bool(highlights)),
+            "downloads": view.downloads(job.files),
+            "picker": gr.update(
+                choices=[(c, h.rank) for c, h in zip(captions, highlights, strict=True)],
+                value=1 if highlights else None,
+                visible=bool(highlights),
+            ),
+        }
+        return values | self.clip(job, 1)
+
+    def controls(self, job: Job) -> dict:
+        picks = job.picks
+        values = dict(zip(CONTROLS, (picks.top_n, job.window, *picks.values()[1:]), strict=True))
+        values["percentile"] = gr.update(
+            value=picks.percentile, visible=picks.picky_by != "threshold"
+        )
+        values["threshold"] = gr.update(
+            value=picks.threshold, visible=picks.picky_by == "threshold"
+        )
+        return values
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def detect(
+        self,
+        file: str | None,
+        link: str | None,
+        top_n: float,
+        percentile: float,
+        threshold: float | None,
+        gap: float,
+        pad_before: float,
+        pad_after: float,
+        cut: str,
+    ) -> tuple[dict, str | None]:
+        """Find the highlights of a VOD (an uploaded file or a Twitch / YouTube link).
+
+        Returns a JSON object (duration, threshold, message, highlights: rank, start_sec,
+        end_sec, confidence, clip) and a zip of the clips and tables.
+        """
+        try:
+            return self._detect(
+                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut
+            )
+        except Exception as error:
+            raise gr.Error(_sentence(error, "detect"), print_exception=False) from None
+
+    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut):
+        by = "percentile" if threshold is None else "threshold"
+        picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut)
+        source, is_link, name = self.source({"job": ""}, file, link)
+        self.models.check()
+        job = self.jobs.start("api")
+        self._work(job, dataclasses.replace(picks, cut="fast") if cut == "fast" else picks,
+                   scoring.WINDOW_SEC, source, is_link, name)  # fmt: skip
+        if not job.exact:
+            with job.lock:
+                library.render(job, picks, preview=False)
+        result = job.result
+        clips = {h.rank: p for h, p in zip(result.highlights, job.files[3:], strict=False)}
+        found = len(result.highlights)
+        message = (
+            f"{found} highlight{'s' if found != 1 else ''} found."
+            if found
+            else "No highlights with these settings; lower the percentile or the threshold."
+        )
+        report = {
+            "vod": job.name,
+            "duration": round(job.analysis.duration, 3),
+            "threshold": round(result.threshold, 6),
+            "message": message,
+            "highlights": [
+                {
+                    "rank": h.rank,
+                    "start_sec": round(h.start_sec, 3),
+                    "end_sec": round(h.end_sec, 3),
+                    "confidence": round(h.confidence, 6),
+                    "clip": clips[h.rank].name if h.rank in clips else None,
+                }
+                for h in result.highlights
+            ],
+        }
+        return report, str(job.files[0])
+
+
+@quiet_handler
+def rank_of_row(event: gr.EventData) -> object:
+    """The rank in a selected table row (its first column, whatever the sort order). Plain
+    EventData: Gradio builds a SelectData from whatever a caller sends, before any check."""
+    data = event._data if isinstance(event._data, dict) else {}
+    row = data.get("row_value")
+    return (
+        int(controls.number(row[0], "The clip", 1, controls.MAX_CLIPS, whole=True))
+        if row
+        else gr.skip()
+    )
+
+
+@quiet_handler
+def rank_of_item(event: gr.EventData) -> object:
+    data = event._data if isinstance(event._data, dict) else {}
+    index = data.get("index")
+    return index + 1 if isinstance(index, int) and 0 <= index < controls.MAX_CLIPS else gr.skip()
+
+
+@quiet_handler
+def pickiness(picky_by: object) -> tuple:
+    by = picky_by if picky_by in controls.PICKY_BY else "percentile"
+    return gr.update(visible=by != "threshold"), gr.update(visible=by == "threshold")
