@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Cancelled, UserError
+from ..files import write_atomic
+from ..progress import eta_seconds
 from .controls import BadInput, Picks
 from .messages import JobTimeout
 
@@ -29,7 +31,6 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 MAX_JOBS = 64  # jobs kept at once (an Analysis is ≈ 10 MB for 6 hours of VOD)
 KEEP_RENDERS = 2  # a job's latest selections kept on disk, so a download in flight survives
 PROGRESS_EVERY = 0.5  # s between two writes of a job's progress file
-ETA_AFTER = 0.03  # of the work done before an ETA is guessed
 
 # Plain stage names, each with the share of the bar it ends at (the analysis takes most of it).
 STAGES = (
@@ -137,14 +138,11 @@ class JobProgress:
         self._written = now
         overall = self.start + self.width * fraction
         elapsed = now - self.began
-        eta = elapsed * (1 - overall) / overall if overall >= ETA_AFTER else None
+        eta = eta_seconds(overall, elapsed)
         record = {"stage": stage, "fraction": overall, "eta": eta, "elapsed": elapsed}
-        partial = self.file.with_name(self.file.name + ".part")
-        try:
-            partial.write_text(json.dumps(record))
-            os.replace(partial, self.file)
-        except OSError:  # the job was dropped meanwhile; the check above stops it next time
-            pass
+        # the job may have been dropped meanwhile; the check above stops it next time
+        with contextlib.suppress(OSError):
+            write_atomic(self.file, json.dumps(record))
 
 
 def new_token() -> str:

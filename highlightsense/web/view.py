@@ -12,8 +12,8 @@ from urllib.parse import quote
 import numpy as np
 
 from ..features import FRAMES_PER_SECOND
-from ..media import format_timestamp
 from ..plots import attention_figure, score_figure
+from ..timecode import format_timestamp
 from .controls import Picks
 
 TABLE_HEADERS = ["#", "Start", "End", "Length", "Score"]
