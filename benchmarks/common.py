@@ -38,7 +38,7 @@ MAKE_TIMEOUT = 3600  # s allowed to generate an input
 
 
 def ffmpeg() -> str:
-    from highlightsense.media import ffmpeg_path
+    from highlightsense.tools import ffmpeg_path
 
     return ffmpeg_path()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from highlightsense import media, vertical  # noqa: E402
+from highlightsense import media, tools, vertical  # noqa: E402
 
 SIZE, RATE = "1920x1080", 60  # the recording: pixels, frames/s
 LEAD = 5.0  # s of recording before the clip (the cut seeks into it)
@@ -29,7 +29,7 @@ FACECAM = vertical.Region(1440, 0, 480, 270)  # top-right quarter-width corner, 
 
 def make_recording(path: Path, seconds: float) -> None:
     cmd = [
-        media.ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y",
+        tools.ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=size={SIZE}:rate={RATE}:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000",
         "-c:v", "libx264", "-preset", "ultrafast", "-g", "120", "-pix_fmt", "yuv420p",

@@ -75,7 +75,7 @@ def _tracks(text: str) -> tuple[int, int]:
 
 def _timeline_kinds(text: str) -> tuple[str, ...]:
     from .errors import SettingsError
-    from .timelines import parse_kinds
+    from .settings import parse_kinds
 
     try:
         return parse_kinds(text)

@@ -17,8 +17,9 @@ from pathlib import Path
 from . import outfolder
 from .errors import Cancelled, MediaError, ToolError
 from .files import atomic_path
-from .media import MediaInfo, ffmpeg_path, input_args, run_tool, tool_reason
+from .media import MediaInfo, input_args
 from .timecode import format_timestamp
+from .tools import ffmpeg_path, run_tool, tool_reason
 
 VIDEO_PRESET = "veryfast"  # x264 speed/size trade-off: clips are short, speed matters more
 VIDEO_CRF = 20  # x264 constant rate factor: visually transparent for game footage

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MediaError, ToolError
-from .media import MediaInfo, ffmpeg_path, input_args, run_tool, tool_reason
+from .media import MediaInfo, input_args
+from .tools import ffmpeg_path, run_tool, tool_reason
 from .vertical import STACK_TOP, WIDTH, Region
 
 PREVIEW_SIDE = 1280  # pixels: longest side of a preview frame

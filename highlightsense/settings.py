@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,13 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 MAX_BATCH = 1024  # windows (or Demucs segments) per forward at most
 TIMELINE_ORDERS = ("rank", "time")
+TIMELINE_FILES = {  # kind → file name written in the output folder
+    "otio": "timeline.otio",
+    "fcp7xml": "timeline.xml",
+    "fcpxml": "timeline.fcpxml",
+    "edl": "timeline.edl",
+    "chapters": "chapters.txt",
+}
 VERTICAL_LAYOUTS = ("stack", "crop", "fit")  # see highlightsense.vertical
 
 T = TypeVar("T")
@@ -126,8 +133,6 @@ class Selection:
             if not 0.0 <= getattr(self, name) <= MAX_PAD:
                 raise SettingsError(f"Padding must be between 0 and {MAX_PAD:.0f} seconds.")
         if self.timelines:
-            from .timelines import check_kinds  # here: OpenTimelineIO only when asked for
-
             object.__setattr__(self, "timelines", check_kinds(self.timelines))
         if self.timeline_order not in TIMELINE_ORDERS:
             raise SettingsError(
@@ -148,6 +153,23 @@ class Selection:
     def pick(cls, values: Mapping[str, Any]) -> Selection:
         """From the entries of ``values`` that name its fields (the others are left alone)."""
         return _pick(cls, values)
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``"otio,edl"`` → ``("otio", "edl")``; ``"all"`` → every kind. SettingsError if unknown."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    return tuple(TIMELINE_FILES) if names == ["all"] else check_kinds(names)
+
+
+def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """``kinds`` without repeats, or SettingsError naming those that are not timeline kinds."""
+    unknown = [kind for kind in kinds if kind not in TIMELINE_FILES]
+    if unknown or not kinds:
+        raise SettingsError(
+            f"unknown timeline kind {', '.join(map(repr, unknown)) or 'none given'}; "
+            f"choose any of {', '.join(TIMELINE_FILES)} separated by commas."
+        )
+    return tuple(dict.fromkeys(kinds))
 
 
 def split(values: Mapping[str, Any]) -> tuple[AnalysisSettings, Selection]:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yt_dlp
 
-from . import media
+from . import media, tools
 from .errors import SourceError
 
 MAX_BYTES = 8 * 2**30  # bytes of download accepted by default
@@ -155,7 +155,7 @@ def ydl_params(
         "noplaylist": True,
         "max_filesize": max_bytes,
         "allowed_extractors": EXTRACTORS,
-        "ffmpeg_location": media.ffmpeg_path(),
+        "ffmpeg_location": tools.ffmpeg_path(),
         "progress_hooks": [hook],
         "socket_timeout": SOCKET_TIMEOUT,
         "retries": RETRIES,

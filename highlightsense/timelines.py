@@ -25,15 +25,9 @@ from .clips import clip_names
 from .errors import SettingsError
 from .files import write_atomic
 from .media import MediaInfo
+from .settings import TIMELINE_FILES, check_kinds
 from .settings import TIMELINE_ORDERS as ORDERS  # how the rough cut is ordered
 
-TIMELINE_FILES = {  # kind → file name written in the output folder
-    "otio": "timeline.otio",
-    "fcp7xml": "timeline.xml",
-    "fcpxml": "timeline.fcpxml",
-    "edl": "timeline.edl",
-    "chapters": "chapters.txt",
-}
 ADAPTERS = {  # kind → OTIO adapter that writes (and reads back) it
     "otio": "otio_json",
     "fcp7xml": "fcp_xml",
@@ -88,23 +82,6 @@ def as_marker(item: Marker | Mapping[str, object]) -> Marker:
         confidence=float(item["confidence"]),  # type: ignore[arg-type]
         why=str(item.get("why") or ""),
     )
-
-
-def parse_kinds(text: str) -> tuple[str, ...]:
-    """``"otio,edl"`` → ``("otio", "edl")``; ``"all"`` → every kind. SettingsError if unknown."""
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    return tuple(TIMELINE_FILES) if names == ["all"] else check_kinds(names)
-
-
-def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    """``kinds`` without repeats, or SettingsError naming those that are not timeline kinds."""
-    unknown = [kind for kind in kinds if kind not in TIMELINE_FILES]
-    if unknown or not kinds:
-        raise SettingsError(
-            f"unknown timeline kind {', '.join(map(repr, unknown)) or 'none given'}; "
-            f"choose any of {', '.join(TIMELINE_FILES)} separated by commas."
-        )
-    return tuple(dict.fromkeys(kinds))
 
 
 def timeline_rate(info: MediaInfo) -> fractions.Fraction:

@@ -31,8 +31,9 @@ import typed_ffmpeg
 
 from . import clips
 from .errors import MediaError, SettingsError
-from .media import MediaInfo, ffmpeg_path, input_args
+from .media import MediaInfo, input_args
 from .settings import VERTICAL_LAYOUTS as LAYOUTS
+from .tools import ffmpeg_path
 
 WIDTH, HEIGHT = 1080, 1920  # pixels of every vertical clip
 STACK_TOP = 640  # pixels of the facecam part in ``stack`` (a third); the gameplay gets the rest

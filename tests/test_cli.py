@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ffmpeg_binary, make_media
 
-from highlightsense import cli, media
+from highlightsense import cli, media, tools
 from highlightsense.timecode import format_timestamp
 
 
@@ -106,7 +106,7 @@ def test_end_to_end_outputs(two_minute_run):
         assert info.duration == pytest.approx(duration, abs=0.1)
         assert info.has_video and info.audio_streams[0].codec == "aac"
         probe = subprocess.run(
-            [media.ffprobe_path(), "-v", "error", "-select_streams", "v:0",
+            [tools.ffprobe_path(), "-v", "error", "-select_streams", "v:0",
              "-show_entries", "stream=codec_name,pix_fmt", "-of", "csv=p=0", str(clip)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip

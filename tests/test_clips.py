@@ -14,7 +14,7 @@ from conftest import make_media
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from highlightsense import clips, media
+from highlightsense import clips, media, tools
 from highlightsense.errors import Cancelled, MediaError
 
 SPANS = [(11.5, 14.25), (30.0, 32.3), (2.0, 3.0)]  # s, rank order
@@ -25,7 +25,7 @@ DURATION_TOLERANCE = 0.1  # s: one frame at 10 fps
 
 def ffprobe(path: Path) -> dict:
     cmd = [
-        media.ffprobe_path(), "-v", "error", "-show_entries",
+        tools.ffprobe_path(), "-v", "error", "-show_entries",
         "format=duration:stream=codec_type,codec_name,pix_fmt,duration", "-of", "json", str(path),
     ]  # fmt: skip
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, timeout=30).stdout)
@@ -34,7 +34,7 @@ def ffprobe(path: Path) -> dict:
 def gray_frame(path: Path, index: int) -> np.ndarray:
     """Frame ``index`` of a video, decoded from the start (no seeking), as (HEIGHT, WIDTH)."""
     cmd = [
-        media.ffmpeg_path(), "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{index})",
+        tools.ffmpeg_path(), "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{index})",
         "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1",
     ]  # fmt: skip
     raw = subprocess.run(cmd, check=True, capture_output=True, timeout=30).stdout
@@ -168,7 +168,7 @@ def test_stream_copy_gives_playable_clips(vod_info: media.MediaInfo, tmp_path: P
     assert {s["codec_name"] for s in report["streams"]} == {"h264", "aac"}
     # Keyframe-aligned: it may start earlier than asked, never later, and must decode cleanly.
     assert float(report["format"]["duration"]) >= 3.0 - DURATION_TOLERANCE
-    decode = [media.ffmpeg_path(), "-v", "error", "-xerror", "-i", str(clip), "-f", "null", "-"]
+    decode = [tools.ffmpeg_path(), "-v", "error", "-xerror", "-i", str(clip), "-f", "null", "-"]
     assert subprocess.run(decode, capture_output=True, timeout=60).returncode == 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import make_media
 
-from highlightsense import media
+from highlightsense import media, tools
 from highlightsense.errors import Cancelled, MediaError, ToolError
 
 AAC_FRAME = 1024  # samples per AAC frame: the decoder's padding granularity
@@ -23,7 +23,7 @@ MAX_REFUSAL_SECONDS = 10.0  # a refusal must come quickly, never after a hang
 
 
 def ffmpeg(*args: str) -> None:
-    cmd = [media.ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin", *args]
+    cmd = [tools.ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin", *args]
     subprocess.run(cmd, check=True, timeout=60, capture_output=True)
 
 
@@ -329,14 +329,14 @@ def test_decoding_failure_is_a_media_error(tmp_path: Path, clip5: Path) -> None:
 
 
 def test_run_tool_returns_output() -> None:
-    done = media.run_tool([sys.executable, "-c", "print('hi')"], timeout=30)
+    done = tools.run_tool([sys.executable, "-c", "print('hi')"], timeout=30)
     assert done.stdout.strip() == b"hi"
 
 
 def test_run_tool_reports_failure_with_stderr() -> None:
     script = "import sys; sys.stderr.write('first\\nthe real reason\\n'); sys.exit(3)"
     with pytest.raises(ToolError, match=re.escape("status 3: first | the real reason")):
-        media.run_tool([sys.executable, "-c", script], timeout=30)
+        tools.run_tool([sys.executable, "-c", script], timeout=30)
 
 
 def test_run_tool_timeout_kills_the_whole_group(tmp_path: Path) -> None:
@@ -349,7 +349,7 @@ def test_run_tool_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     )
     started = time.monotonic()
     with pytest.raises(ToolError, match="did not finish within 1 s"):
-        media.run_tool([sys.executable, "-c", script], timeout=1)
+        tools.run_tool([sys.executable, "-c", script], timeout=1)
     assert time.monotonic() - started < 10
     grandchild = int(pid_file.read_text())
     deadline = time.monotonic() + 5
@@ -373,7 +373,7 @@ def test_run_tool_cancel(started: list[subprocess.Popen]) -> None:
         raise Cancelled("stop")
 
     with pytest.raises(Cancelled):
-        media.run_tool(
+        tools.run_tool(
             [sys.executable, "-c", "import time; time.sleep(60)"], timeout=60, cancel=cancel
         )
     assert_gone(started[-1])
@@ -381,7 +381,7 @@ def test_run_tool_cancel(started: list[subprocess.Popen]) -> None:
 
 def test_stream_tool_stall_timeout(started: list[subprocess.Popen]) -> None:
     script = "import sys, time; sys.stdout.write('x' * 10); sys.stdout.flush(); time.sleep(60)"
-    blocks = media.stream_tool([sys.executable, "-c", script], block_bytes=100, timeout=1)
+    blocks = tools.stream_tool([sys.executable, "-c", script], block_bytes=100, timeout=1)
     with pytest.raises(ToolError, match="no output for 1 s"):
         list(blocks)
     assert_gone(started[-1])
@@ -394,5 +394,5 @@ def test_scripts_on_path_are_not_taken_for_ffmpeg(
     wrapper.write_text("#!/bin/sh\nexit 0\n")
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    found = media._find_binary("ffprobe")
+    found = tools._find_binary("ffprobe")
     assert found != str(wrapper) and Path(found).is_file()

@@ -11,7 +11,7 @@ import opentimelineio as otio
 import pytest
 from conftest import make_media
 
-from highlightsense import media, pipeline, vertical
+from highlightsense import media, pipeline, tools, vertical
 from highlightsense.errors import SettingsError
 from highlightsense.results import Analysis
 from highlightsense.settings import AnalysisSettings, Selection
@@ -34,7 +34,7 @@ def analysis(tmp_path_factory) -> Analysis:
 
 def _size(path) -> tuple[int, int]:
     out = subprocess.run(
-        [media.ffprobe_path(), "-v", "error", "-select_streams", "v:0", "-show_entries",
+        [tools.ffprobe_path(), "-v", "error", "-select_streams", "v:0", "-show_entries",
          "stream=width,height", "-of", "csv=p=0", str(path)],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip

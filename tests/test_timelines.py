@@ -13,7 +13,7 @@ from conftest import ffmpeg_binary
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from highlightsense import media, timelines
+from highlightsense import media, settings, timelines
 from highlightsense.errors import SettingsError
 from highlightsense.timelines import Marker
 
@@ -218,11 +218,11 @@ def test_rows_are_accepted(recording: media.MediaInfo) -> None:
 
 
 def test_kinds_and_orders_are_checked(recording: media.MediaInfo, tmp_path: Path) -> None:
-    assert timelines.parse_kinds("EDL, otio,edl") == ("edl", "otio")
-    assert timelines.parse_kinds("all") == tuple(timelines.TIMELINE_FILES)
+    assert settings.parse_kinds("EDL, otio,edl") == ("edl", "otio")
+    assert settings.parse_kinds("all") == tuple(timelines.TIMELINE_FILES)
     for text in ("otio,aaf", "", " , "):
         with pytest.raises(SettingsError, match="choose any of") as caught:
-            timelines.parse_kinds(text)
+            settings.parse_kinds(text)
         assert "\n" not in str(caught.value)
     with pytest.raises(SettingsError):
         timelines.write_timelines(["premiere"], tmp_path, recording, HIGHLIGHTS)

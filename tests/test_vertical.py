@@ -12,7 +12,7 @@ from conftest import ffmpeg_binary, make_media
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from highlightsense import clips, faces, media, vertical
+from highlightsense import clips, faces, media, tools, vertical
 from highlightsense.errors import MediaError, SettingsError
 from highlightsense.vertical import Layout, Region
 
@@ -52,7 +52,7 @@ def make_layout_source(path: Path, width: int, height: int, *, codec: tuple[str,
 
 def ffprobe(path: Path) -> dict:
     cmd = [
-        media.ffprobe_path(), "-v", "error", "-show_entries",
+        tools.ffprobe_path(), "-v", "error", "-show_entries",
         "format=duration:stream=codec_type,codec_name,width,height,pix_fmt,duration",
         "-of", "json", str(path),
     ]  # fmt: skip
@@ -62,7 +62,7 @@ def ffprobe(path: Path) -> dict:
 def middle_frame(path: Path) -> np.ndarray:
     """The clip's frame one second in, full size, RGB (1920, 1080, 3)."""
     cmd = [
-        media.ffmpeg_path(), "-v", "error", "-ss", "1", "-i", str(path), "-frames:v", "1",
+        tools.ffmpeg_path(), "-v", "error", "-ss", "1", "-i", str(path), "-frames:v", "1",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]  # fmt: skip
     raw = subprocess.run(cmd, check=True, capture_output=True, timeout=30).stdout

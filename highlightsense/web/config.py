@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import media
+from .. import tools
 from . import library
 
 WORKDIR_ENV = "HIGHLIGHTSENSE_WORKDIR"
@@ -92,7 +92,7 @@ def lend_ffprobe() -> None:
     there is an ffmpeg but no ffprobe); lend it the one the library uses."""
     if shutil.which("ffprobe") is None:
         try:
-            folder = Path(media.ffprobe_path()).parent
+            folder = Path(tools.ffprobe_path()).parent
         except Exception:
             return
         os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .. import media
+from .. import tools
 
 NAME = "highlightsense-example-v2.mp4"  # bump the version when the recipe changes
 SECONDS = 75
@@ -60,7 +60,7 @@ def command(target: Path) -> list[str]:
         f"drawbox=x=0:y=0:w=640:h=360:color=0xef4444:t=12:enable='{shout}'"
     )
     return [
-        media.ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        tools.ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", video, "-filter_complex", audio,
         "-map", "0:v", "-map", "[a]", "-t", str(SECONDS),
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-pix_fmt", "yuv420p",
