@@ -189,8 +189,13 @@ def test_detect_returns_highlights_and_a_zip_named_after_the_vod(
     with zipfile.ZipFile(archive) as zipped:
         names = {Path(name).name: name for name in zipped.namelist()}
         tables = {f"{stem}-highlights.csv", f"{stem}-highlights.json", f"{stem}-scores.csv"}
+        timelines = {f"{stem}-{name}" for name in (
+            "timeline.otio", "timeline.xml", "timeline.fcpxml", "timeline.edl", "chapters.txt"
+        )}  # fmt: skip
         clips = {h["clip"] for h in highlights}
-        assert set(names) == tables | clips
+        assert set(names) == tables | timelines | clips
+        chapters = zipped.read(names[f"{stem}-chapters.txt"]).decode().splitlines()
+        assert chapters[0].startswith("0:00") and len(chapters) >= len(highlights)
         assert clips == {f"{stem}-highlight_{h['rank']:02d}.mp4" for h in highlights}
         summary = json.loads(zipped.read(names[f"{stem}-highlights.json"]))
         assert [h["confidence"] for h in summary["highlights"]] == pytest.approx(confidences)

@@ -3,6 +3,7 @@ with nothing chosen still writes its tables; a cancel stops the clip cutting at 
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -83,3 +84,18 @@ def test_cancel_stops_the_cutting_at_once(analysis, tmp_path: Path, started: lis
     print(f"cutting stopped {stopped:.2f} s after the cancel")
     assert stopped < 5.0  # a clip takes longer than this to encode on a busy machine
     assert started and all(proc.poll() is not None for proc in started)
+
+
+def test_downloads_offer_the_editor_timelines(analysis, tmp_path: Path) -> None:
+    job = job_for(analysis, tmp_path / "job")
+    library.render(job, controls.picks(2, "percentile", 50, None, 0, 0, 0, "fast"), preview=True)
+    names = [path.name for path in job.files]
+    clips = [f"short vod-highlight_0{rank}.mp4" for rank in (1, 2)]
+    assert names[3:5] == clips  # the clips right after the zip and the two tables
+    timelines = {"timeline.otio", "timeline.xml", "timeline.fcpxml", "timeline.edl", "chapters.txt"}
+    assert set(names[5:]) == {f"short vod-{name}" for name in timelines}
+    with zipfile.ZipFile(job.files[0]) as archive:
+        assert len(archive.namelist()) == 3 + len(clips) + len(timelines)
+    otio_text = (tmp_path / "job").rglob("short vod-timeline.otio").__next__().read_text()
+    assert "/" not in json.loads(otio_text)["tracks"]["children"][0]["children"][0][
+        "media_references"]["DEFAULT_MEDIA"]["target_url"].removeprefix("file://")  # fmt: skip

@@ -44,6 +44,9 @@ GPU_SECONDS_PER_VOD_SECOND = 0.03
 ANALYSIS_SHARE = 0.92
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 NAME_CHARS = 60  # of the VOD's name kept in download names
+# Editor timelines offered with every result (milliseconds to write): OpenTimelineIO, Final Cut 7
+# XML (Premiere, Resolve), Final Cut Pro XML, a CMX 3600 EDL and YouTube chapters.
+TIMELINES = ("otio", "fcp7xml", "fcpxml", "edl", "chapters")
 
 
 class ModelsMissing(UserError):
@@ -180,7 +183,9 @@ def render(
     job, with downloads named after the VOD; then show it. A ``preview`` cuts by stream copy
     (seconds for twenty clips) whatever the cut asked for. Whatever ``cancel`` raises stops
     the ffmpeg runs at once."""
-    chosen = Selection(**(picks.settings() | ({"copy": True} if preview else {})))
+    chosen = Selection(
+        **(picks.settings() | ({"copy": True} if preview else {})), timelines=TIMELINES
+    )
     bar = None
     if progress is not None:
         bar = progress.part(ANALYSIS_SHARE, 1 - ANALYSIS_SHARE, (("Cutting the clips", 1.0),))
@@ -204,12 +209,13 @@ def render(
 
 
 def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
-    """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips
-    and tables, the tables, then each clip."""
+    """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
+    tables and timelines, the two highlight tables, each clip, then the timelines."""
     stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
     folder = out_dir / "downloads"
     folder.mkdir()
     tables = [out_dir / name for name in ("highlights.csv", "highlights.json", "scores.csv")]
+    tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
     pairs = zip([*tables, *result.clip_paths], [*named_tables, *named_clips], strict=True)
@@ -223,7 +229,7 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
         for path in [*named_tables, *named_clips]:
             archive.write(path, f"{stem}-highlights/{path.name}")
-    return [archive_path, *named_tables[:2], *named_clips]
+    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:]]
 
 
 def _prune_store(store: Path) -> None:
