@@ -212,6 +212,22 @@ def test_detect_returns_highlights_and_a_zip_named_after_the_vod(
             assert media.probe(clip).duration == pytest.approx(span, abs=0.5)
 
 
+def test_readme_api_example_runs_against_the_app(app: RunningApp, vod: Path, tmp_path: Path):
+    """The README's gradio_client example, as written but for the address of this test's app."""
+    from test_readme import sections
+
+    (code,) = (text for language, text in sections()["The web app"] if language == "python")
+    assert '"http://127.0.0.1:7860/"' in code
+    code = code.replace('"http://127.0.0.1:7860/"', repr(app.url))
+    (tmp_path / "my_vod.mp4").symlink_to(vod)
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("1 ") and lines[-1].endswith("highlights.zip")
+
+
 def test_minimum_score_with_nothing_above_it_still_answers(client: Client, vod: Path) -> None:
     """Issue 11 item 1: a threshold no window reaches gives no highlights, not a crash."""
     report, archive = detect(client, handle_file(str(vod)), threshold=0.999, cut="fast")
