@@ -182,7 +182,7 @@ def test_no_weights_anywhere_lists_what_was_tried(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as info:
         weights.resolve(None)
     text = str(info.value)
-    assert "HIGHLIGHTSENSE_WEIGHTS" in text and "weights/best_model.pt" in text
+    assert "HIGHLIGHTSENSE_WEIGHTS" in text and "weights/ (no best_model.pt" in text
     assert "published checkpoint" in text and "\n" not in text
 
 

@@ -214,7 +214,6 @@ class Service:
             str(self.example_path),
             False,
             EXAMPLE_WINDOW,
-            EXAMPLE_PICKS,
             self.config.device,
             job.progress(self.config.job_limit),
             self.gpu,
