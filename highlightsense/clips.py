@@ -53,6 +53,19 @@ def clamp_spans(spans: Sequence[tuple[float, float]], duration: float) -> list[t
     return clamped
 
 
+def seek_input(info: MediaInfo, span: tuple[float, float]) -> list[str]:
+    """The start of every cutting command: ffmpeg, its quiet flags, and ``span`` of the probed
+    source as its input (the safety flags of :func:`media.input_args`)."""
+    start, end = span
+    return [
+        ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+        # Seeking on the input is fast, and frame-accurate when re-encoding: ffmpeg decodes from
+        # the keyframe before start and drops what precedes it. With copy it snaps to a keyframe.
+        "-threads", str(CUT_THREADS),  # before -i: the decoder's (frame threads hold frames too)
+        "-ss", f"{start:.3f}", *input_args(info), "-t", f"{end - start:.3f}",
+    ]  # fmt: skip
+
+
 def cut_command(
     info: MediaInfo,
     span: tuple[float, float],
@@ -62,14 +75,7 @@ def cut_command(
     stream: int = 0,
 ) -> list[str]:
     """The ffmpeg command that writes ``span`` of the source to ``target`` (mp4 container)."""
-    start, end = span
-    cmd = [
-        ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-        # Seeking on the input is fast, and frame-accurate when re-encoding: ffmpeg decodes from
-        # the keyframe before start and drops what precedes it. With copy it snaps to a keyframe.
-        "-threads", str(CUT_THREADS),  # before -i: the decoder's (frame threads hold frames too)
-        "-ss", f"{start:.3f}", *input_args(info), "-t", f"{end - start:.3f}",
-    ]  # fmt: skip
+    cmd = seek_input(info, span)
     if info.has_video:
         cmd += ["-map", "0:V:0"]  # capital V: a real picture stream, never cover art
     cmd += ["-map", f"0:{info.audio_streams[stream].index}", "-sn", "-dn"]

@@ -51,7 +51,7 @@ def choose(analysis: Analysis, chosen: Selection) -> tuple[list[Highlight], floa
 def render(
     analysis: Analysis,
     chosen: Selection,
-    out_dir: Path,
+    out_dir: str | os.PathLike,
     *,
     store: Path | None = None,
     progress: Progress | None = None,
@@ -67,6 +67,7 @@ def render(
     also when nobody watches the progress) stops the ffmpeg runs at once.
     """
     began = time.perf_counter()
+    out_dir = Path(out_dir)
     highlights, threshold, above = choose(analysis, chosen)
     result = Result(analysis, chosen, highlights, threshold, above, out_dir=out_dir)
     stages = Stages(progress, {"clips": 1.0, "vertical": 2.0 if chosen.vertical else 0.0})

@@ -31,9 +31,8 @@ import typed_ffmpeg
 
 from . import clips
 from .errors import MediaError, SettingsError
-from .media import MediaInfo, input_args
+from .media import MediaInfo
 from .settings import VERTICAL_LAYOUTS as LAYOUTS
-from .tools import ffmpeg_path
 
 WIDTH, HEIGHT = 1080, 1920  # pixels of every vertical clip
 STACK_TOP = 640  # pixels of the facecam part in ``stack`` (a third); the gameplay gets the rest
@@ -283,14 +282,12 @@ def vertical_command(
     if copy:
         raise ValueError("vertical clips are re-framed, so they cannot be stream copies")
     graph, label = filter_graph(info, layout)
-    start, end = span
     return [
-        ffmpeg_path(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-        # Input seeking + re-encoding is frame-accurate (see clips.cut_command).
-        "-ss", f"{start:.3f}", *input_args(info), "-t", f"{end - start:.3f}",
+        *clips.seek_input(info, span),  # the same seeking and safety flags as the landscape cuts
         "-filter_complex", graph, "-map", label,
         "-map", f"0:{info.audio_streams[stream].index}", "-sn", "-dn",
         "-c:v", "libx264", "-preset", clips.VIDEO_PRESET, "-crf", str(clips.VIDEO_CRF),
+        "-threads", str(clips.CUT_THREADS),  # the encoder's: its memory grows with them
         "-c:a", "aac", "-b:a", clips.AUDIO_BITRATE,
         "-movflags", "+faststart", "-f", "mp4", f"file:{target}",
     ]  # fmt: skip
