@@ -194,7 +194,8 @@ def test_a_container_understating_its_length_is_analysed_in_full(lying, tmp_path
     for row in summary["highlights"]:
         clip = media.probe(out / row["clip_path"])
         assert clip.duration == pytest.approx(row["duration_sec"], abs=0.15)
-        assert row["duration_sec"] == pytest.approx(10, abs=0.01)
+        # the last window may end one frame (23 ms) past the decoded audio: clamped there
+        assert row["duration_sec"] == pytest.approx(10, abs=0.03)
 
 
 def test_decoding_stops_at_the_limit_whatever_the_header_says(lying, monkeypatch):

@@ -17,6 +17,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ LOG = logging.getLogger("highlightsense.app")
 
 SWEEP_SECONDS = 600.0  # between sweeps of expired jobs, orphaned uploads and the disk ceiling
 ORPHAN_SECONDS = 3600.0  # an upload no job holds is removed after this long
+MAX_FAILURES = 1000  # visitors whose last failed attempt is remembered
 POLL_SECONDS = 1.0  # how often a page with a running job asks for its progress
 
 EXAMPLE_PICKS = Picks(top_n=3, percentile=80.0, gap=10.0)
@@ -170,6 +172,9 @@ class Service:
         self.example_path: Path | None = None
         self.example_job: Job | None = None  # analysed once, copied for each visitor
         self._example_lock = threading.Lock()
+        # visitor → (when, sentence) of its last failed attempt, so that exact cuts of earlier
+        # results finishing later never hide it (bounded: the oldest go first)
+        self.failures: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     def start(self) -> None:
         """Start-up work, none of it blocking: models, sweeps and the example."""
@@ -291,7 +296,7 @@ class Service:
             source, is_link, name = self.source(state, upload, link)
             self.models.check()
         except Exception as error:
-            yield page(**idle(state), status=view.message(_sentence(error, "run"), "error"))
+            yield page(**idle(state), status=self._failed(state, _sentence(error, "run")))
             return
         yield from self._run(state, picks, window, source, is_link, name)
 
@@ -299,17 +304,26 @@ class Service:
         try:
             job = self.jobs.start(state["visitor"])
         except Exception as error:
-            yield page(**idle(state), status=view.message(_sentence(error, "run"), "error"))
+            yield page(**idle(state), status=self._failed(state, _sentence(error, "run")))
             return
         # the job's id reaches the browser first, so a reloaded page finds its progress
         yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
         try:
             self._work(job, picks, window, source, is_link, name)
         except Exception:
-            yield page(**idle(state), status=view.message(job.message, "error"))
+            yield page(**idle(state), status=self._failed(state, job.message))
             return
         state["job"] = job.id
         yield page(**idle(state), **self.results(job), **self.controls(job))
+
+    def _failed(self, state: dict, sentence: str) -> str:
+        """The status line for a failed attempt, remembered for :meth:`finish_cuts`."""
+        shown = view.message(sentence, "error")
+        self.failures[state["visitor"]] = (time.monotonic(), shown)
+        self.failures.move_to_end(state["visitor"])
+        while len(self.failures) > MAX_FAILURES:
+            self.failures.popitem(last=False)
+        return shown
 
     def _work(self, job: Job, picks: Picks, window: float, source, is_link, name) -> None:
         """Analyse and cut quick previews, one job at a time; a failure is kept in the job."""
@@ -425,7 +439,7 @@ class Service:
             return
         count = len(job.result.highlights)
         yield page(status=self.summary(job, f"Cutting the exact clips ({count})…"))
-        generation = job.generation
+        generation, began = job.generation, time.monotonic()
 
         def superseded() -> None:
             if job.generation != generation:
@@ -440,7 +454,11 @@ class Service:
             except Cancelled:
                 yield page()
                 return
-        yield page(**self.results(job))
+        values = self.results(job)
+        when, shown = self.failures.get(state["visitor"], (0.0, ""))
+        if when > began:  # an attempt failed meanwhile: its sentence stays on screen
+            values["status"] = shown
+        yield page(**values)
 
     # --- page: one clip ------------------------------------------------------------------
 
