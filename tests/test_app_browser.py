@@ -97,10 +97,18 @@ def wait_results(page) -> None:
 
 
 def set_slider(page, label: str, value: float) -> None:
-    """Type into a slider's number box and press Enter (issue 11 item 6)."""
+    """Type into a slider's number box and press Enter (issue 11 item 6), as a person does once
+    the box shows: on a busy machine an accordion still opening can re-draw its sliders with
+    their first values after a fill, so the value is typed again until the box keeps it."""
     box = page.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
+    box.wait_for(state="visible")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        time.sleep(0.5)
+        if float(box.input_value()) == float(value):
+            return
+    raise AssertionError(f"the {label!r} box does not keep {value}")
 
 
 def status(page) -> str:
