@@ -136,9 +136,14 @@ def test_a_visitors_run_from_upload_to_downloads(browser, app, shots, tmp_path_f
     upload(page, vod)
     page.get_by_text("Settings").first.click()
     # item 6: Enter in a slider's box applies it (20 s clips: up to 3 apart in 60 s)
-    set_slider(page, "Clip length (seconds)", 20)
-    set_slider(page, "Keep moments scoring higher than this % of the VOD", 50)
-    set_slider(page, "Minimum gap (seconds)", 0)
+    chosen = {
+        "Clip length (seconds)": 20,
+        "Keep moments scoring higher than this % of the VOD": 50,
+        "Minimum gap (seconds)": 0,
+    }
+    for _ in range(2):  # a second look just before the click: every box still holds its value
+        for label, value in chosen.items():
+            set_slider(page, label, value)
     page.locator("#find-highlights").click()
     page.locator("#status progress").wait_for()  # one progress display, with a percentage
     assert "%" in status(page)
