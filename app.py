@@ -18,7 +18,7 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 import gradio as gr
 
 from highlightsense import scoring, selection, sources
-from highlightsense.web import controls, service
+from highlightsense.web import controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
 from highlightsense.web.service import PAGE, Service
 
@@ -142,12 +142,73 @@ def build(app: Service) -> gr.Blocks:
                 with gr.Column(scale=2, elem_id="clip-player-box"):
                     picker = gr.Dropdown(label="Playing", choices=[], elem_id="clip-picker")
                     clip_video = gr.Video(
-                        label="Clip", interactive=False, elem_id="clip-player", buttons=["download"]
+                        label="Clip",
+                        interactive=False,
+                        elem_id="clip-player",
+                        buttons=["download"],
+                        height=480,  # px: a 9:16 clip must not fill the page
                     )
                     clip_audio = gr.Audio(label="Clip", interactive=False, visible=False)
                     why = gr.Plot(
                         label="Why this clip: where the model listened", elem_id="why-plot"
                     )
+            with gr.Accordion(
+                "Vertical clips for phones (9:16)", open=False, elem_id="vertical-box"
+            ) as vertical_box:
+                with gr.Row():
+                    layout = gr.Radio(
+                        [(label, key) for key, label in framing.LAYOUTS.items()],
+                        value="off",
+                        label="Layout",
+                        elem_id="vertical-layout",
+                    )
+                    place = gr.Radio(
+                        [("Facecam", "facecam"), ("Gameplay", "gameplay")],
+                        value="facecam",
+                        label="A click on the picture moves the box of the",
+                        visible=False,
+                        elem_id="vertical-place",
+                    )
+                with gr.Row():
+                    frame_view = gr.Image(
+                        label="A frame of your VOD",
+                        interactive=False,
+                        visible=False,
+                        buttons=[],
+                        scale=3,
+                        elem_id="vertical-frame",
+                    )
+                    phone_view = gr.Image(
+                        label="On a phone",
+                        interactive=False,
+                        visible=False,
+                        buttons=[],
+                        scale=1,
+                        elem_id="vertical-phone",
+                    )
+                vertical_note = gr.Markdown()
+                with gr.Row():
+                    facecam = gr.Textbox(
+                        label="Facecam box: x, y, width, height (pixels)",
+                        max_length=framing.MAX_BOX_CHARS,
+                        visible=False,
+                        elem_id="facecam-box",
+                    )
+                    gameplay = gr.Textbox(
+                        label="Gameplay box (empty: the whole picture)",
+                        max_length=framing.MAX_BOX_CHARS,
+                        visible=False,
+                        elem_id="gameplay-box",
+                    )
+                    slice_at = gr.Slider(
+                        0,
+                        100,
+                        value=framing.DEFAULT_CENTRE,
+                        step=0.5,
+                        label="Slice centre (% across the picture)",
+                        visible=False,
+                    )
+                make_vertical = gr.Button("Make vertical clips", elem_id="make-vertical")
             with gr.Row():
                 table = gr.Dataframe(
                     headers=["#", "Start", "End", "Length", "Score"],
@@ -184,6 +245,15 @@ def build(app: Service) -> gr.Blocks:
             "pad_before": pad_before,
             "pad_after": pad_after,
             "cut": cut,
+            "vertical_box": vertical_box,
+            "frame_view": frame_view,
+            "phone_view": phone_view,
+            "vertical_note": vertical_note,
+            "layout": layout,
+            "place": place,
+            "facecam": facecam,
+            "gameplay": gameplay,
+            "slice_at": slice_at,
         }
         outputs = [components[name] for name in PAGE]
         tuning = [top_n, picky_by, percentile, threshold, gap, pad_before, pad_after, cut]
@@ -232,6 +302,28 @@ def build(app: Service) -> gr.Blocks:
             **private,
         )
         retuned.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
+        vertical = [layout, facecam, gameplay, slice_at]
+        gr.on(
+            [layout.input, facecam.submit, gameplay.submit, slice_at.release],
+            app.vertical_preview,
+            [state, *vertical],
+            outputs,
+            trigger_mode="always_last",
+            concurrency_id="framing",
+            concurrency_limit=2,
+            **private,
+        )
+        frame_view.select(
+            app.vertical_click,
+            [state, layout, place, facecam, gameplay, slice_at],
+            outputs,
+            concurrency_id="framing",
+            **private,
+        )
+        made = make_vertical.click(
+            app.make_vertical, [state, *vertical], outputs, concurrency_id="retune", **private
+        )
+        made.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
         picky_by.change(service.pickiness, [picky_by], [percentile, threshold], **private)
         picker.change(app.show_clip, [state, picker], outputs, concurrency_limit=None, **private)
         table.select(service.rank_of_row, None, [picker], js=SHOW_PLAYER, **private)

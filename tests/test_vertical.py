@@ -59,10 +59,10 @@ def ffprobe(path: Path) -> dict:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, timeout=30).stdout)
 
 
-def middle_frame(path: Path) -> np.ndarray:
-    """The clip's frame one second in, full size, RGB (1920, 1080, 3)."""
+def middle_frame(path: Path, at: float = 1.0) -> np.ndarray:
+    """The clip's frame ``at`` seconds in, full size, RGB (1920, 1080, 3)."""
     cmd = [
-        tools.ffmpeg_path(), "-v", "error", "-ss", "1", "-i", str(path), "-frames:v", "1",
+        tools.ffmpeg_path(), "-v", "error", "-ss", str(at), "-i", str(path), "-frames:v", "1",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]  # fmt: skip
     raw = subprocess.run(cmd, check=True, capture_output=True, timeout=30).stdout
@@ -78,14 +78,14 @@ def is_colour(frame: np.ndarray, x: int, y: int, rgb: tuple[int, int, int]) -> b
     return bool(np.all(np.abs(colour_at(frame, x, y) - rgb) < COLOUR_TOLERANCE))
 
 
-def check_clip(path: Path) -> None:
-    """1080x1920 H.264 + AAC, faststart, as long as SPAN."""
+def check_clip(path: Path, seconds: float = SPAN[1] - SPAN[0]) -> None:
+    """1080x1920 H.264 + AAC, faststart, ``seconds`` long (SPAN's length)."""
     report = ffprobe(path)
     streams = {s["codec_type"]: s for s in report["streams"]}
     assert (streams["video"]["width"], streams["video"]["height"]) == (1080, 1920)
     assert streams["video"]["codec_name"] == "h264" and streams["video"]["pix_fmt"] == "yuv420p"
     assert streams["audio"]["codec_name"] == "aac"
-    assert float(report["format"]["duration"]) == pytest.approx(SPAN[1] - SPAN[0], abs=0.1)
+    assert float(report["format"]["duration"]) == pytest.approx(seconds, abs=0.1)
     data = path.read_bytes()
     assert 0 < data.find(b"moov") < data.find(b"mdat")
 

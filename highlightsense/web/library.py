@@ -181,10 +181,12 @@ def render(
 ) -> None:
     """Choose and cut clips for ``picks`` (only spans not cut before) into a new folder of the
     job, with downloads named after the VOD; then show it. A ``preview`` cuts by stream copy
-    (seconds for twenty clips) whatever the cut asked for. Whatever ``cancel`` raises stops
-    the ffmpeg runs at once."""
+    (seconds for twenty clips) whatever the cut asked for, and leaves the job's vertical clips
+    (``job.framing``) to the full render. Whatever ``cancel`` raises stops the ffmpeg runs at
+    once."""
+    vertical = job.framing.selection() if job.framing is not None and not preview else {}
     chosen = Selection(
-        **(picks.settings() | ({"copy": True} if preview else {})), timelines=TIMELINES
+        **(picks.settings() | ({"copy": True} if preview else {}) | vertical), timelines=TIMELINES
     )
     bar = None
     if progress is not None:
@@ -202,7 +204,10 @@ def render(
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files
-    job.exact = not preview or picks.cut == "fast" or not result.highlights
+    # nothing is left to cut after a full render, or after a preview that was all stream copies
+    # anyway (vertical clips are re-framed, so never previews)
+    copies = picks.cut == "fast" and job.framing is None
+    job.exact = not preview or copies or not result.highlights
     for old in range(1, job.renders - KEEP_RENDERS + 1):
         shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
     _prune_store(job.folder / "store")
@@ -210,7 +215,8 @@ def render(
 
 def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
-    tables and timelines, the two highlight tables, each clip, then the timelines."""
+    tables and timelines, the two highlight tables, each clip, the timelines, then each
+    vertical clip."""
     stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
     folder = out_dir / "downloads"
     folder.mkdir()
@@ -218,7 +224,9 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
-    pairs = zip([*tables, *result.clip_paths], [*named_tables, *named_clips], strict=True)
+    named_vertical = [folder / f"{stem}-vertical-{path.name}" for path in result.vertical_paths]
+    sources = [*tables, *result.clip_paths, *result.vertical_paths]
+    pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
     for source, target in pairs:
         try:
             os.link(source, target)
@@ -227,9 +235,9 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     archive_path = folder / f"{stem}-highlights.zip"
     # Clips are compressed already: store them, do not deflate them again.
     with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
-        for path in [*named_tables, *named_clips]:
+        for path in [*named_tables, *named_clips, *named_vertical]:
             archive.write(path, f"{stem}-highlights/{path.name}")
-    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:]]
+    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
 
 
 def _prune_store(store: Path) -> None:

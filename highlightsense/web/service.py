@@ -28,7 +28,7 @@ from gradio.utils import get_upload_folder
 from .. import scoring, sources
 from ..errors import Cancelled, UserError
 from ..files import cache_dir
-from . import controls, example, library, view
+from . import controls, example, framing, library, view
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, is_token, keep_input, new_token
@@ -59,6 +59,8 @@ PAGE = (
     "downloads",
 )
 PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
+VERTICAL = ("layout", "place", "facecam", "gameplay", "slice_at")  # the vertical choice
+PAGE += ("vertical_box", "frame_view", "phone_view", "vertical_note", *VERTICAL)
 NO_VIDEO = (
     "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
     "list beside it to listen."
@@ -438,7 +440,8 @@ class Service:
             yield page()  # a generator must yield: Gradio clears the outputs of one that does not
             return
         count = len(job.result.highlights)
-        yield page(status=self.summary(job, f"Cutting the exact clips ({count})…"))
+        what = "vertical clips (a while: each is re-framed)" if job.framing else "exact clips"
+        yield page(status=self.summary(job, f"Cutting the {what} ({count})…"))
         generation, began = job.generation, time.monotonic()
 
         def superseded() -> None:
@@ -454,6 +457,10 @@ class Service:
             except Cancelled:
                 yield page()
                 return
+            except Exception:
+                if job.framing is not None:  # not again at each later event: back to landscape
+                    job.framing, job.exact = None, True
+                raise
         values = self.results(job)
         when, shown = self.failures.get(state["visitor"], (0.0, ""))
         if when > began:  # an attempt failed meanwhile: its sentence stays on screen
@@ -476,7 +483,8 @@ class Service:
         if not highlights:
             return {"clip_video": None, "clip_audio": None, "why": None}
         index = int(controls.number(rank, "The clip", 1, len(highlights), whole=True)) - 1
-        clip = str(job.result.clip_paths[index]) if job.result.clip_paths else None
+        paths = shown_clips(job.result)
+        clip = str(paths[index]) if paths else None
         video = job.analysis.info.has_video
         return {
             "clip_video": gr.update(value=clip if video else None, visible=video),
@@ -502,13 +510,15 @@ class Service:
         captions = [view.caption(h.rank, h.start_sec, h.end_sec, h.confidence) for h in highlights]
         previews = not job.exact and highlights
         note = "These are quick previews; the exact clips are being cut." if previews else ""
+        if previews and job.framing is not None:
+            note = "These are landscape previews; the vertical clips are being cut."
         values = {
             "status": self.summary(job, note),
             "results": gr.update(visible=True),
             "results_below": gr.update(visible=True),
             "plot": view.score_plot(analysis, result),
             "gallery": gr.update(
-                value=[(str(p), c) for p, c in zip(result.clip_paths, captions, strict=True)],
+                value=[(str(p), c) for p, c in zip(shown_clips(result), captions, strict=True)],
                 visible=videos and bool(highlights),
             ),
             "audio_note": gr.update(visible=not videos and bool(highlights)),
@@ -519,6 +529,7 @@ class Service:
                 value=1 if highlights else None,
                 visible=bool(highlights),
             ),
+            "vertical_box": gr.update(visible=videos),
         }
         return values | self.clip(job, 1)
 
@@ -530,6 +541,127 @@ class Service:
         )
         values["threshold"] = gr.update(
             value=picks.threshold, visible=picks.picky_by == "threshold"
+        )
+        chosen = job.framing or framing.Framing("off")
+        across = float(chosen.center_x) * 100 if chosen.center_x else framing.DEFAULT_CENTRE
+        shown = {"facecam": chosen.facecam or "", "gameplay": chosen.gameplay or ""}
+        shown["slice_at"] = round(across, 1)
+        values["layout"] = chosen.layout
+        if job.framing is None or job.frame is None:
+            return values | shown
+        return values | self.framing_view(job, chosen.layout, *shown.values(), shown)
+
+    # --- page: vertical clips --------------------------------------------------------------
+
+    def shown_job(self, state: dict) -> Job | None:
+        """The visitor's finished job on screen, if it has a picture."""
+        job = self.jobs.find(state["job"])
+        ok = job is not None and job.state == "done" and job.analysis is not None
+        return job if ok and job.analysis.info.has_video else None
+
+    @page_handler
+    def vertical_preview(self, state: object, *choice: object) -> tuple:
+        """The vertical choice drawn on a frame of the VOD on screen and on a phone; a stack
+        without a facecam box starts from the face detector's suggestion."""
+        job = self.shown_job(read_state(state))
+        if job is None:
+            return page()
+        layout, facecam, gameplay, slice_at = choice
+        values: dict[str, object] = {}
+        if layout == "stack" and not facecam:
+            facecam = values["facecam"] = self.suggested_facecam(job) or ""
+        return page(**self.framing_view(job, layout, facecam, gameplay, slice_at, values))
+
+    @page_handler
+    def vertical_click(
+        self, state: object, layout: object, place: object, facecam: object, gameplay: object,
+        slice_at: object, event: gr.EventData,
+    ) -> tuple:  # fmt: skip
+        """A click on the frame moves the box being placed there (or the 9:16 slice)."""
+        job = self.shown_job(read_state(state))
+        if job is None or job.frame is None:
+            return page()
+        data = event._data if isinstance(event._data, dict) else {}
+        box = facecam if place == "facecam" else gameplay
+        change = framing.click(
+            job.analysis.info, job.frame.shape[1], str(layout), str(place),
+            box if isinstance(box, str) else None, data.get("index"),
+        )  # fmt: skip
+        if change is None:
+            return page()
+        values: dict[str, object] = {}
+        if layout == "crop":
+            slice_at = values["slice_at"] = change
+        elif place == "facecam":
+            facecam = values["facecam"] = change
+        else:
+            gameplay = values["gameplay"] = change
+        return page(**self.framing_view(job, layout, facecam, gameplay, slice_at, values))
+
+    @page_handler
+    def make_vertical(self, state: object, *choice: object) -> tuple:
+        """Cut the results on screen as vertical clips (or back to landscape only), without
+        analysing again: landscape previews at once, the vertical cuts in :meth:`finish_cuts`."""
+        job = self.shown_job(read_state(state))
+        if job is None:
+            return page(status=view.message("Find the highlights of a video first."))
+        chosen, _ = framing.checked(job.analysis.info, *choice)
+        if chosen == job.framing:
+            return page()
+        job.framing = chosen
+        job.generation += 1  # exact cuts of the earlier choice in flight stop
+        with job.lock:
+            library.render(job, job.picks, preview=True)
+        return page(**self.results(job))
+
+    def suggested_facecam(self, job: Job) -> str | None:
+        """The face detector's facecam box for the job's VOD, asked for once."""
+        if job.facecam is None:
+            from .. import faces  # OpenCV: only when a visitor asks for vertical clips
+
+            job.facecam = faces.suggest_facecam(job.analysis.info)
+        return job.facecam.region.text() if job.facecam.region is not None else None
+
+    def framing_view(
+        self, job: Job, layout: object, facecam: object, gameplay: object, slice_at: object,
+        changed: dict | None = None,
+    ) -> dict:  # fmt: skip
+        """The frame with the choice's boxes, the phone picture and the controls it uses,
+        showing the ``changed`` values of those controls."""
+        choice = (layout, facecam, gameplay, slice_at)
+        layout = layout if layout in framing.LAYOUTS else "off"
+        if job.frame is None:
+            from .. import faces
+
+            highlights = job.result.highlights if job.result is not None else []
+            at = (
+                (highlights[0].start_sec + highlights[0].end_sec) / 2
+                if highlights
+                else job.analysis.duration / 2
+            )
+            job.frame = faces.frame_at(job.analysis.info, at)
+        info = job.analysis.info
+        uses = {"place": "stack", "facecam": "stack", "gameplay": "stack", "slice_at": "crop"}
+        changed = changed or {}
+        values: dict[str, object] = {
+            name: gr.update(
+                visible=layout == used, **({"value": changed[name]} if name in changed else {})
+            )
+            for name, used in uses.items()
+        }
+        values["vertical_note"] = framing.note(layout, job.facecam)
+        try:
+            _, drawn = framing.checked(info, *choice)
+        except BadInput as error:
+            drawn = None
+            if layout != "stack" or facecam:  # not just a facecam still to be placed
+                values["vertical_note"] = str(error)
+        values["frame_view"] = gr.update(
+            value=framing.annotated(job.frame, info, drawn), visible=layout != "off"
+        )
+        values["phone_view"] = gr.update(
+            value=framing.phone(job.frame, info, drawn) if drawn is not None else None,
+            visible=drawn is not None,
         )
         return values
 
@@ -595,6 +727,11 @@ class Service:
             ],
         }
         return report, str(job.files[0])
+
+
+def shown_clips(result) -> list[Path]:
+    """The clips the page shows: the vertical ones once made, else the landscape ones."""
+    return result.vertical_paths or result.clip_paths
 
 
 @quiet_handler
