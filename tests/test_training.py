@@ -483,7 +483,10 @@ def test_preprocess_writes_the_training_layout(
     assert [clip for clip, _ in report.skipped] == [clip_folder / "cs2" / "broken.mp4"]
     package = torch.load(ace, weights_only=True)
     assert (package["clip_name"], package["game"], package["label"]) == ("ace", "valorant", 1)
-    settings = AnalysisSettings(separator=name, separator_repo=str(repo), use_cache=False)
+    # training data is made at fp32 whatever the CPU ("auto" may pick bf16 for detect)
+    settings = AnalysisSettings(
+        separator=name, separator_repo=str(repo), use_cache=False, precision="fp32"
+    )
     info = media.probe(clip_folder / "valorant" / "ace.mp4")
     expected = torch.from_numpy(Engine.create(settings).features(info))
     assert expected.shape[2] > 120 and package["tensor"].dtype == torch.float32
