@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (after the path set-up above)
 import pipeline as ours  # noqa: E402
 
+from highlightsense.cpu import default_precision  # noqa: E402
+
 SCRIPT = Path(__file__).resolve()
 PIECE_SECONDS = 60  # s per Demucs command-line run, as published
 TARGET_FRAMES = 2584  # the training length every window is padded to (SPEC §4)
@@ -168,7 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--separator", choices=common.SEPARATORS, default="tiny")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="ours")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="ours (auto: as detect)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="ours")
     parser.add_argument("--workers", type=int, default=None, help="ours, on the CPU")
     parser.add_argument("--threads", type=int, default=None, help="ours, per worker")
@@ -228,9 +235,12 @@ def main(argv: list[str] | None = None) -> None:
         ("clips cut", *(str(r["clips"]) for r in (published, mine_))),
         ("workers x threads", *(r["parallelism"] for r in (published, mine_))),
     ]
+    precision = args.precision
+    if precision == "auto":
+        precision = f"auto = {default_precision('cpu')} on this CPU"
     title = (
         f"{args.minutes:g} min {'audio' if args.audio_only else 'VOD'}, {args.separator} "
-        f"separator, ours at {args.precision}, {args.repeat} run(s) each (median)"
+        f"separator, ours at {precision}, {args.repeat} run(s) each (median)"
     )
     common.print_table(title, rows, ("stage (s)", "published", "ours"))
 
