@@ -6,8 +6,11 @@ default) is pointed at this run's temporary folder before any test module is imp
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,15 @@ CACHE_ENV = {
     "MPLCONFIGDIR": "matplotlib",
     "GRADIO_TEMP_DIR": "gradio",
 }
+
+
+MAX_WORKERS = 4  # test processes at most with -n auto: each holds torch, models and app servers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's default): one test process per CPU this run may use, capped."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
@@ -78,6 +90,24 @@ def make_media(
     return path
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder ``build(folder)`` filled, once per test run: the parallel test processes
+    (pytest-xdist workers) share it, the others waiting while the first one builds."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, done = root / "built-once" / name, root / "built-once" / f"{name}.done"
+    folder.parent.mkdir(exist_ok=True)
+    with open(root / "built-once" / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
@@ -103,16 +133,21 @@ def learned_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_separator)
     (the format ``highlightsense train`` writes; it loads through ``weights.load``)."""
     from model_fixtures import save_learned_checkpoint
 
-    folder = tmp_path_factory.mktemp("learned")
-    return save_learned_checkpoint(folder / "best_model.pt", tiny_separator)
+    def build(folder: Path) -> None:
+        save_learned_checkpoint(folder / "best_model.pt", tiny_separator)
+
+    return built_once(tmp_path_factory, "learned", build) / "best_model.pt"
 
 
 @pytest.fixture(scope="session")
-def planted_vod(media_dir: Path):
+def planted_vod(tmp_path_factory: pytest.TempPathFactory):
     """A 120 s video with three loud shouts at known times: ``.path``, ``.bursts`` (s)."""
     from model_fixtures import PlantedVod, write_planted_media
 
-    return PlantedVod(write_planted_media(media_dir / "planted vod.mp4"))
+    def build(folder: Path) -> None:
+        write_planted_media(folder / "planted vod.mp4")
+
+    return PlantedVod(built_once(tmp_path_factory, "planted", build) / "planted vod.mp4")
 
 
 @pytest.fixture(scope="session")
@@ -135,9 +170,10 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_separator(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(repo folder, model name) of a tiny random-weight HTDemucs saved as a Demucs local repo."""
-    from demucs_fixtures import make_tiny_demucs_repo
+    from demucs_fixtures import TINY_NAME, make_tiny_demucs_repo
 
-    return make_tiny_demucs_repo(tmp_path_factory.mktemp("demucs"))
+    # one for the whole run: the learned fixture model is fitted on its features
+    return built_once(tmp_path_factory, "demucs", make_tiny_demucs_repo), TINY_NAME
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_media
+from conftest import built_once, make_media
 from demucs_fixtures import make_tiny_demucs_repo
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -37,25 +37,18 @@ FILE_DATA = {"_type": "gradio.FileData"}  # what marks a dict as a file in Gradi
 # --- helpers shared with test_app_browser.py ------------------------------------------------
 
 
-def shared_path(factory: pytest.TempPathFactory, name: str) -> Path:
-    """A path under the session's base temp dir, the same for every test module, so that the
-    browser test reuses this module's VOD and feature cache instead of analysing again."""
-    return factory.getbasetemp() / name
-
-
 def shared_vod(factory: pytest.TempPathFactory) -> Path:
-    """A 60 s test-pattern VOD with loud bursts, made once per session."""
-    path = shared_path(factory, "app-media") / "stream vod.mp4"
-    if not path.is_file():
-        make_media(path, 60, loud_spans=((15, 21), (40, 44)))
-    return path
+    """A 60 s test-pattern VOD with loud bursts, made once per test run (every test process)."""
+
+    def build(folder: Path) -> None:
+        make_media(folder / "stream vod.mp4", 60, loud_spans=((15, 21), (40, 44)))
+
+    return built_once(factory, "app-media", build) / "stream vod.mp4"
 
 
 def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> dict[str, str]:
     """The environment of an app using the tiny models and only folders under ``home``."""
-    repo = shared_path(factory, "app-demucs")
-    if not repo.is_dir():
-        make_tiny_demucs_repo(repo)
+    repo = built_once(factory, "demucs", make_tiny_demucs_repo)  # the tiny_separator fixture's
     env = {
         **os.environ,
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -67,7 +60,8 @@ def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> di
         "HIGHLIGHTSENSE_WEIGHTS": str(checkpoint),
         "HIGHLIGHTSENSE_SEPARATOR": "tiny",
         "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
-        "HIGHLIGHTSENSE_CACHE": str(shared_path(factory, "app-cache")),
+        # one cache for every app of the run: the example and the shared VOD are analysed once
+        "HIGHLIGHTSENSE_CACHE": str(built_once(factory, "app-cache", lambda folder: None)),
         "HIGHLIGHTSENSE_WORKDIR": str(home / "work"),
     }
     env.pop("SPACES_ZERO_GPU", None)

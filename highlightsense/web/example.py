@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from .. import tools
+from ..files import atomic_path
 
 NAME = "highlightsense-example-v2.mp4"  # bump the version when the recipe changes
 SECONDS = 75
@@ -74,10 +75,6 @@ def make(folder: Path) -> Path:
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{NAME}.part"
-    try:
+    with atomic_path(target) as partial:  # two apps sharing a cache folder may both make it
         subprocess.run(command(partial), check=True, capture_output=True, timeout=TIMEOUT)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target
