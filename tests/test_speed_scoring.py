@@ -131,19 +131,19 @@ def test_training_mode_takes_the_plain_path(model):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 9), st.integers(1, 13)),
     kernel=st.sampled_from([(1, 2), (2, 2), (2, 1), (3, 2)]),
+    data=st.data(),
     seed=st.integers(0, 2**16),
 )
-def test_max_pool_equals_torch_max_pool(shape, kernel, seed):
+def test_max_pool_equals_torch_max_pool(kernel, data, seed):
+    # at least one pooling window each way, odd leftovers included
+    height, width = data.draw(st.integers(kernel[0], 9)), data.draw(st.integers(kernel[1], 13))
+    shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), height, width)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randint(-3, 4, shape, generator=generator).float()  # ties on purpose
-    if shape[2] < kernel[0] or shape[3] < kernel[1]:
-        return
     assert torch.equal(max_pool(x, kernel), F.max_pool2d(x, kernel))
     REACHED["max_pool"] += 1
 
 
 def test_hypothesis_examples_reached_the_assertions():
-    assert REACHED["forward_padded"] >= 3
-    assert REACHED["max_pool"] >= 20
+    assert REACHED["forward_padded"] >= 4 and REACHED["max_pool"] >= 40  # every example drawn
