@@ -212,3 +212,25 @@ def test_scoring_pads_to_the_models_own_training_length():
         padded, mask = pad_with_minimum(first[None], model.config.max_frames)
         expected = torch.sigmoid(model(padded, mask)[0]).item()
     assert scored[0, 2] == pytest.approx(expected, abs=1e-5)
+
+
+def test_bf16_separation_keeps_the_planted_picks(learned_checkpoint, tiny_separator, planted_vod):
+    """``--precision auto`` picks bf16 on some CPUs: the learned model must pick the same
+    shouts, with window probabilities close to fp32's (measured: see benchmarks/README.md)."""
+    repo, name = tiny_separator
+    models = {"weights": str(learned_checkpoint), "separator": name, "separator_repo": str(repo)}
+    runs = {
+        precision: Engine.create(
+            AnalysisSettings(**models, precision=precision, use_cache=False, device="cpu")
+        ).analyze(planted_vod.path)
+        for precision in ("fp32", "bf16")
+    }
+    chosen = Selection(threshold=0.5)
+    picks = {
+        precision: [(h.start_sec, h.end_sec) for h in pipeline.choose(analysis, chosen)[0]]
+        for precision, analysis in runs.items()
+    }
+    assert len(picks["fp32"]) == 3 and picks["bf16"] == picks["fp32"]
+    fp32, bf16 = runs["fp32"].windows[:, 2], runs["bf16"].windows[:, 2]
+    print(f"bf16 vs fp32: max |Δ window probability| {np.abs(bf16 - fp32).max():.2e}")
+    assert np.abs(bf16 - fp32).max() < 0.02
