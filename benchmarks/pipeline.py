@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0])
     parser.add_argument("--separator", choices=common.SEPARATORS, nargs="+", default=["tiny"])
-    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32"])
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), nargs="+", default=["auto"]
+    )
     parser.add_argument("--batch-size", type=int, nargs="+", default=[None])
     parser.add_argument("--workers", type=int, nargs="+", default=[None], help="CPU workers")
     parser.add_argument("--threads", type=int, nargs="+", default=[None], help="per worker")
