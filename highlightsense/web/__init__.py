@@ -6,6 +6,9 @@ jobs      a visitor's jobs, their progress, limits on time and disk
 library   the one place that calls the analysis library: models, GPU calls, analyse, render
 example   the demo VOD, made once in the background
 view      what the page shows for a job (summary, table, gallery, downloads, plots)
+framing   the Vertical (9:16) choice: boxes, clicks and the pictures that show them
+page      what every page event answers (one value per component) and its error sentence
+vertical_panel  the Vertical (9:16) panel's handlers
 service   the handlers the page and the /detect endpoint call
 
 Importing these modules does nothing beyond defining things; :class:`service.Service` does its

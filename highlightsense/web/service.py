@@ -3,38 +3,44 @@
 Every handler answers any input: a bad value or a failure becomes one sentence (in the page's
 status line, or a ``gr.Error`` for API callers), never a traceback or a tool's raw output.
 
-A page handler returns one value per entry of :data:`PAGE` (``gr.skip()`` for what it leaves
-alone), so ``app.py`` wires every page event to the same list of components. A new attempt
+A page handler answers through :mod:`.page` (one value per entry of its ``PAGE``); the
+Vertical (9:16) panel's handlers are :class:`.vertical_panel.VerticalPanel`'s. A new attempt
 never touches the results on screen until it has succeeded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import logging
 import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
 from .. import scoring, sources
-from ..errors import Cancelled, UserError
+from ..errors import Cancelled
 from ..files import cache_dir
 from . import controls, example, framing, library, view
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
-from .jobs import Job, Jobs, is_token, keep_input, new_token
-from .messages import for_visitor
-
-LOG = logging.getLogger("highlightsense.app")
+from .jobs import Job, Jobs, keep_input
+from .page import (  # noqa: F401  (PAGE: app.py's list of components)
+    CONTROLS,
+    LOG,
+    PAGE,
+    busy,
+    idle,
+    page,
+    page_handler,
+    quiet_handler,
+    read_state,
+    sentence,
+)
+from .vertical_panel import VerticalPanel
 
 SWEEP_SECONDS = 600.0  # between sweeps of expired jobs, orphaned uploads and the disk ceiling
 ORPHAN_SECONDS = 3600.0  # an upload no job holds is removed after this long
@@ -45,116 +51,16 @@ EXAMPLE_PICKS = Picks(top_n=3, percentile=80.0, gap=10.0)
 EXAMPLE_WINDOW = 15.0  # s
 EXAMPLE_NAME = "highlightsense-example.mp4"  # what the summary and downloads call it
 
-CONTROLS = ("top_n", "window", "picky_by", "percentile", "threshold", "gap")
-CONTROLS += ("pad_before", "pad_after", "cut")
-PAGE = (
-    "state",
-    "status",
-    "results",
-    "results_below",
-    "plot",
-    "gallery",
-    "audio_note",
-    "table",
-    "downloads",
-)
-PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
-VERTICAL = ("layout", "place", "facecam", "gameplay", "slice_at")  # the vertical choice
-PAGE += ("vertical_box", "frame_view", "phone_view", "vertical_note", *VERTICAL)
 NO_VIDEO = (
     "This VOD has no picture, so its clips are audio only (.m4a): pick one in the table or the "
     "list beside it to listen."
 )
 
 
-# --- answering every input with a sentence ---------------------------------------------------
-
-
-def _sentence(error: BaseException, where: str) -> str:
-    if not isinstance(error, UserError | Cancelled):
-        LOG.error("%s failed", where, exc_info=error)
-    return for_visitor(error)
-
-
-def page_handler(fn: Callable) -> Callable:
-    """A page handler whose failures land in the status line, the results left as they are."""
-
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def generator(*args: Any, **kwargs: Any) -> Iterator[tuple]:
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as error:
-                yield page(status=view.message(_sentence(error, fn.__name__), "error"))
-
-        return generator
-
-    @functools.wraps(fn)
-    def plain(*args: Any, **kwargs: Any) -> tuple:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            return page(status=view.message(_sentence(error, fn.__name__), "error"))
-
-    return plain
-
-
-def quiet_handler(fn: Callable) -> Callable:
-    """A helper event (a click on a row): bad input changes nothing."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> object:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            _sentence(error, fn.__name__)
-            return gr.skip()
-
-    return wrapper
-
-
-def page(**values: object) -> tuple:
-    """One value per PAGE entry: those given, gr.skip() for the rest."""
-    unknown = set(values) - set(PAGE)
-    if unknown:
-        raise ValueError(f"not on the page: {sorted(unknown)}")
-    return tuple(values.get(name, gr.skip()) for name in PAGE)
-
-
-def read_state(state: object) -> dict:
-    """The browser's memory: its visitor token, the job on screen and the one running."""
-    state = state if isinstance(state, dict) else {}
-    return {
-        "visitor": state["visitor"] if is_token(state.get("visitor")) else new_token(),
-        "job": state.get("job") if is_token(state.get("job")) else "",
-        "pending": state.get("pending")
-        if state.get("pending") in ("queued", "") or is_token(state.get("pending"))
-        else "",
-    }
-
-
-def idle(state: dict) -> dict:
-    """Page values of nothing running: Cancel and the poll gone."""
-    return {
-        "state": {**state, "pending": ""},
-        "timer": gr.update(active=False),
-        "cancel": gr.update(visible=False),
-    }
-
-
-def busy(state: dict, pending: str) -> dict:
-    return {
-        "state": {**state, "pending": pending},
-        "timer": gr.update(active=True),
-        "cancel": gr.update(visible=True),
-    }
-
-
 # --- the service -----------------------------------------------------------------------------
 
 
-class Service:
+class Service(VerticalPanel):
     """The app's state (jobs, models, the example) and the handlers the page and API call."""
 
     def __init__(self, config: Config):
@@ -298,7 +204,7 @@ class Service:
             source, is_link, name = self.source(state, upload, link)
             self.models.check()
         except Exception as error:
-            yield page(**idle(state), status=self._failed(state, _sentence(error, "run")))
+            yield page(**idle(state), status=self._failed(state, sentence(error, "run")))
             return
         yield from self._run(state, picks, window, source, is_link, name)
 
@@ -306,7 +212,7 @@ class Service:
         try:
             job = self.jobs.start(state["visitor"])
         except Exception as error:
-            yield page(**idle(state), status=self._failed(state, _sentence(error, "run")))
+            yield page(**idle(state), status=self._failed(state, sentence(error, "run")))
             return
         # the job's id reaches the browser first, so a reloaded page finds its progress
         yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
@@ -350,7 +256,7 @@ class Service:
                 self.jobs.succeeded(job)
             except Exception as error:
                 job.state = "cancelled" if isinstance(error, Cancelled) else "failed"
-                job.message = _sentence(error, f"job {job.id}")
+                job.message = sentence(error, f"job {job.id}")
                 LOG.info("job %s %s: %s", job.id, job.state, job.message)
                 raise
 
@@ -551,120 +457,6 @@ class Service:
             return values | shown
         return values | self.framing_view(job, chosen.layout, *shown.values(), shown)
 
-    # --- page: vertical clips --------------------------------------------------------------
-
-    def shown_job(self, state: dict) -> Job | None:
-        """The visitor's finished job on screen, if it has a picture."""
-        job = self.jobs.find(state["job"])
-        ok = job is not None and job.state == "done" and job.analysis is not None
-        return job if ok and job.analysis.info.has_video else None
-
-    @page_handler
-    def vertical_preview(self, state: object, *choice: object) -> tuple:
-        """The vertical choice drawn on a frame of the VOD on screen and on a phone; a stack
-        without a facecam box starts from the face detector's suggestion."""
-        job = self.shown_job(read_state(state))
-        if job is None:
-            return page()
-        layout, facecam, gameplay, slice_at = choice
-        values: dict[str, object] = {}
-        if layout == "stack" and not facecam:
-            facecam = values["facecam"] = self.suggested_facecam(job) or ""
-        return page(**self.framing_view(job, layout, facecam, gameplay, slice_at, values))
-
-    @page_handler
-    def vertical_click(
-        self, state: object, layout: object, place: object, facecam: object, gameplay: object,
-        slice_at: object, event: gr.EventData,
-    ) -> tuple:  # fmt: skip
-        """A click on the frame moves the box being placed there (or the 9:16 slice)."""
-        job = self.shown_job(read_state(state))
-        if job is None or job.frame is None:
-            return page()
-        data = event._data if isinstance(event._data, dict) else {}
-        box = facecam if place == "facecam" else gameplay
-        change = framing.click(
-            job.analysis.info, job.frame.shape[1], str(layout), str(place),
-            box if isinstance(box, str) else None, data.get("index"),
-        )  # fmt: skip
-        if change is None:
-            return page()
-        values: dict[str, object] = {}
-        if layout == "crop":
-            slice_at = values["slice_at"] = change
-        elif place == "facecam":
-            facecam = values["facecam"] = change
-        else:
-            gameplay = values["gameplay"] = change
-        return page(**self.framing_view(job, layout, facecam, gameplay, slice_at, values))
-
-    @page_handler
-    def make_vertical(self, state: object, *choice: object) -> tuple:
-        """Cut the results on screen as vertical clips (or back to landscape only), without
-        analysing again: landscape previews at once, the vertical cuts in :meth:`finish_cuts`."""
-        job = self.shown_job(read_state(state))
-        if job is None:
-            return page(status=view.message("Find the highlights of a video first."))
-        chosen, _ = framing.checked(job.analysis.info, *choice)
-        if chosen == job.framing:
-            return page()
-        job.framing = chosen
-        job.generation += 1  # exact cuts of the earlier choice in flight stop
-        with job.lock:
-            library.render(job, job.picks, preview=True)
-        return page(**self.results(job))
-
-    def suggested_facecam(self, job: Job) -> str | None:
-        """The face detector's facecam box for the job's VOD, asked for once."""
-        if job.facecam is None:
-            from .. import faces  # OpenCV: only when a visitor asks for vertical clips
-
-            job.facecam = faces.suggest_facecam(job.analysis.info)
-        return job.facecam.region.text() if job.facecam.region is not None else None
-
-    def framing_view(
-        self, job: Job, layout: object, facecam: object, gameplay: object, slice_at: object,
-        changed: dict | None = None,
-    ) -> dict:  # fmt: skip
-        """The frame with the choice's boxes, the phone picture and the controls it uses,
-        showing the ``changed`` values of those controls."""
-        choice = (layout, facecam, gameplay, slice_at)
-        layout = layout if layout in framing.LAYOUTS else "off"
-        if job.frame is None:
-            from .. import faces
-
-            highlights = job.result.highlights if job.result is not None else []
-            at = (
-                (highlights[0].start_sec + highlights[0].end_sec) / 2
-                if highlights
-                else job.analysis.duration / 2
-            )
-            job.frame = faces.frame_at(job.analysis.info, at)
-        info = job.analysis.info
-        uses = {"place": "stack", "facecam": "stack", "gameplay": "stack", "slice_at": "crop"}
-        changed = changed or {}
-        values: dict[str, object] = {
-            name: gr.update(
-                visible=layout == used, **({"value": changed[name]} if name in changed else {})
-            )
-            for name, used in uses.items()
-        }
-        values["vertical_note"] = framing.note(layout, job.facecam)
-        try:
-            _, drawn = framing.checked(info, *choice)
-        except BadInput as error:
-            drawn = None
-            if layout != "stack" or facecam:  # not just a facecam still to be placed
-                values["vertical_note"] = str(error)
-        values["frame_view"] = gr.update(
-            value=framing.annotated(job.frame, info, drawn), visible=layout != "off"
-        )
-        values["phone_view"] = gr.update(
-            value=framing.phone(job.frame, info, drawn) if drawn is not None else None,
-            visible=drawn is not None,
-        )
-        return values
-
     # --- the API ---------------------------------------------------------------------------
 
     def detect(
@@ -689,7 +481,7 @@ class Service:
                 file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut
             )
         except Exception as error:
-            raise gr.Error(_sentence(error, "detect"), print_exception=False) from None
+            raise gr.Error(sentence(error, "detect"), print_exception=False) from None
 
     def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut):
         by = "percentile" if threshold is None else "threshold"
