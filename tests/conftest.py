@@ -46,6 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from hypothesis.configuration import set_hypothesis_home_dir
 
     set_hypothesis_home_dir(caches / "hypothesis")  # not .hypothesis/ inside the repository
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one core per parallel test process, for the processes it starts too: torch's OpenMP
+        # threads of two processes on the same cores spin-wait for each other
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
