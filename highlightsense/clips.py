@@ -93,17 +93,19 @@ def cut_command(
     return [*cmd, "-movflags", "+faststart", "-f", "mp4", f"file:{target}"]
 
 
-def cut_memory(info: MediaInfo, copy: bool = False) -> int:
-    """Bytes one cut of ``info`` may hold at its peak (an estimate from measurements)."""
+def cut_memory(info: MediaInfo, copy: bool = False, out_pixels: int = 0) -> int:
+    """Bytes one cut of ``info`` may hold at its peak (an estimate from measurements), for clips
+    of the source's frame size or of ``out_pixels`` per frame when that is bigger (a vertical
+    clip is 1080x1920 whatever the source)."""
     if copy or not info.has_video:
         return CUT_BASE_BYTES  # no pictures are decoded or encoded
     pixels = (info.width or 1920) * (info.height or 1080)  # unknown size: assume 1080p
-    return CUT_BASE_BYTES + CUT_BYTES_PER_PIXEL * pixels
+    return CUT_BASE_BYTES + CUT_BYTES_PER_PIXEL * max(pixels, out_pixels)
 
 
-def parallel_cuts(info: MediaInfo, copy: bool = False) -> int:
+def parallel_cuts(info: MediaInfo, copy: bool = False, out_pixels: int = 0) -> int:
     """How many cuts may run at once: within the memory budget, the CPUs and MAX_WORKERS."""
-    fits = math.floor(CUT_MEMORY_BUDGET / cut_memory(info, copy))
+    fits = math.floor(CUT_MEMORY_BUDGET / cut_memory(info, copy, out_pixels))
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1, fits))
 
 
@@ -174,6 +176,7 @@ def cut_clips(
     names: Sequence[str] | None = None,
     stream: int = 0,
     command: Callable[..., list[str]] = cut_command,
+    out_pixels: int = 0,
 ) -> list[Path]:
     """Cut each span (start_s, end_s) of the source into its own clip in ``out_dir``.
 
@@ -181,7 +184,8 @@ def cut_clips(
     AAC (frame-accurate), or with ``copy`` stream-copied (fast, but they start at the keyframe
     before each span). Audio-only sources give ``.m4a`` clips. ``stream`` picks the audio track
     (0 = the first). ``command`` builds each clip's ffmpeg command, called like
-    :func:`cut_command` (the vertical layouts pass their own). Returns the clip paths in rank order.
+    :func:`cut_command` (the vertical layouts pass their own, with the ``out_pixels`` of their
+    frames for the memory budget). Returns the clip paths in rank order.
 
     ``cancel`` and ``progress(fraction, message)`` are called on this thread; whatever either
     raises stops every ffmpeg run and removes partial files. Clips finished before that stay.
@@ -201,7 +205,7 @@ def cut_clips(
 
     stop = threading.Event()
     with ThreadPoolExecutor(
-        max_workers=workers or parallel_cuts(info, copy),
+        max_workers=workers or parallel_cuts(info, copy, out_pixels),
         thread_name_prefix="cut",
     ) as pool:
         futures = [

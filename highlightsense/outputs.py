@@ -108,6 +108,7 @@ def cut_vertical_highlights(
             progress=progress,
             cancel=cancel,
             command=functools.partial(vertical.vertical_command, layout=layout),
+            out_pixels=vertical.WIDTH * vertical.HEIGHT,
         )
     return targets, note
 

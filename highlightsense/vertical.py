@@ -320,4 +320,5 @@ def cut_vertical(
         names=clips.clip_names(len(spans), ".mp4"),
         stream=stream,
         command=functools.partial(vertical_command, layout=layout),
+        out_pixels=WIDTH * HEIGHT,
     )

@@ -234,3 +234,31 @@ def test_nan_or_infinite_samples_are_one_sentence(tmp_path, bad, checkpoint, tin
     [line] = proc.stderr.strip().splitlines()
     assert "NaN or infinity" in line and line.startswith("error: `float.wav`")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_vertical_cut_of_a_small_source_stays_within_its_memory_estimate(media_dir, tmp_path):
+    """A vertical clip is 1080x1920 whatever the source: its encoder is counted at that size."""
+    from test_vertical import make_layout_source
+
+    source = make_layout_source(media_dir / "small for vertical.mp4", 320, 180)
+    script = (
+        "import json, resource, sys\n"
+        "from pathlib import Path\n"
+        "from highlightsense import clips, media, vertical\n"
+        "info = media.probe(sys.argv[1])\n"
+        "layout = vertical.Layout('fit')\n"
+        "vertical.cut_vertical(info, [(1.0, 3.0)], Path(sys.argv[2]), layout, workers=1)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "pixels = vertical.WIDTH * vertical.HEIGHT\n"
+        "print(json.dumps({'peak': peak, 'source': clips.cut_memory(info),\n"
+        "                  'estimate': clips.cut_memory(info, out_pixels=pixels)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(tmp_path / "clips")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    print(f"320x180 → 1080x1920 cut: peak RSS {report['peak'] / 2**20:.0f} MiB")
+    assert report["source"] < report["peak"] <= report["estimate"]  # the source's size would not do
