@@ -33,7 +33,10 @@ MAX_WORKERS = 4  # test processes at most with -n auto: each holds torch, models
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto`` (pyproject's default): one test process per CPU this run may use, capped."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    usable = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    return max(1, min(MAX_WORKERS, len(usable)))
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
