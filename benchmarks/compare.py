@@ -251,7 +251,7 @@ def _print_agreement(work: Path) -> None:
     import numpy as np
 
     published = np.load(work / "published" / "windows.npy")
-    mine = np.load(work / "ours" / "windows.npy")
+    mine = np.load(work / "ours-windows.npy")  # beside ours output folder (pipeline.run_ours)
     n = min(len(published), len(mine))
     diff = np.abs(published[:n, 2] - mine[:n, 2]).max()
     print(f"max |Δ window probability| published vs ours over {n} windows: {diff:.3g}")

@@ -112,7 +112,8 @@ def run_ours(config: dict) -> dict:
         "score": outer["score"],
         "clips+tables": result.seconds["clips"],
     }
-    np.save(out_dir / "windows.npy", result.windows)
+    # beside the output folder, not in it: the next run may only replace what the library wrote
+    np.save(out_dir.with_name(out_dir.name + "-windows.npy"), result.windows)
     return {
         "seconds": seconds,
         "total": total,
@@ -257,8 +258,8 @@ def _print_precision_effect(configs: list[dict]) -> None:
             keys = ("minutes", "separator", "batch_size", "workers", "threads")
             same = all(twin[k] == config[k] for k in keys)
             if same and twin["precision"] == "fp32":
-                bf16 = np.load(Path(config["out_dir"]).with_name(f"out-ours-{i}") / "windows.npy")
-                fp32 = np.load(Path(twin["out_dir"]).with_name(f"out-ours-{j}") / "windows.npy")
+                bf16 = np.load(Path(config["out_dir"]).with_name(f"out-ours-{i}-windows.npy"))
+                fp32 = np.load(Path(twin["out_dir"]).with_name(f"out-ours-{j}-windows.npy"))
                 diff = np.abs(bf16[:, 2] - fp32[:, 2]).max()
                 print(f"bf16 vs fp32 ({label(config)}): max |Δ window probability| = {diff:.2e}")
                 break
