@@ -66,25 +66,36 @@ def test_probe_reports_the_picture(largest_accepted):
     assert info.width * info.height == media.MAX_PIXELS
 
 
-def test_a_cut_of_the_largest_frame_stays_within_its_memory_estimate(largest_accepted, tmp_path):
-    """Peak RSS of the ffmpeg child that cuts a clip at 4096x2160, measured by the kernel."""
+def cut_in_a_child(cut: str, source: Path, out: Path) -> dict:
+    """Run ``cut`` (Python with ``info``, ``out``, ``clips``, ``vertical`` at hand, setting a dict
+    ``report``) in a fresh interpreter; ``report`` plus the peak RSS of the ffmpeg it waited for,
+    as the kernel measured it."""
     script = (
         "import json, resource, sys\n"
         "from pathlib import Path\n"
-        "from highlightsense import clips, media\n"
-        "info = media.probe(sys.argv[1])\n"
-        "clips.cut_clips(info, [(0.2, 1.4)], Path(sys.argv[2]), workers=1)\n"
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-        "print(json.dumps({'peak': peak, 'estimate': clips.cut_memory(info),\n"
-        "                  'parallel': clips.parallel_cuts(info)}))\n"
+        "from highlightsense import clips, media, vertical\n"
+        "info, out = media.probe(sys.argv[1]), Path(sys.argv[2])\n"
+        f"{cut}"
+        "report['peak'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(json.dumps(report))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(largest_accepted), str(tmp_path / "clips")],
+        [sys.executable, "-c", script, str(source), str(out)],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_a_cut_of_the_largest_frame_stays_within_its_memory_estimate(largest_accepted, tmp_path):
+    """Peak RSS of the ffmpeg child that cuts a clip at 4096x2160, measured by the kernel."""
+    report = cut_in_a_child(
+        "clips.cut_clips(info, [(0.2, 1.4)], out, workers=1)\n"
+        "report = {'estimate': clips.cut_memory(info), 'parallel': clips.parallel_cuts(info)}\n",
+        largest_accepted,
+        tmp_path / "clips",
+    )
     print(f"4096x2160 cut: peak RSS {report['peak'] / 2**20:.0f} MiB")  # shown with -s
     assert report["peak"] <= report["estimate"] <= 1.25 * 2**30
     assert report["parallel"] == 1  # two would not fit the budget
@@ -241,24 +252,13 @@ def test_a_vertical_cut_of_a_small_source_stays_within_its_memory_estimate(media
     from test_vertical import make_layout_source
 
     source = make_layout_source(media_dir / "small for vertical.mp4", 320, 180)
-    script = (
-        "import json, resource, sys\n"
-        "from pathlib import Path\n"
-        "from highlightsense import clips, media, vertical\n"
-        "info = media.probe(sys.argv[1])\n"
-        "layout = vertical.Layout('fit')\n"
-        "vertical.cut_vertical(info, [(1.0, 3.0)], Path(sys.argv[2]), layout, workers=1)\n"
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+    report = cut_in_a_child(
+        "vertical.cut_vertical(info, [(1.0, 3.0)], out, vertical.Layout('fit'), workers=1)\n"
         "pixels = vertical.WIDTH * vertical.HEIGHT\n"
-        "print(json.dumps({'peak': peak, 'source': clips.cut_memory(info),\n"
-        "                  'estimate': clips.cut_memory(info, out_pixels=pixels)}))\n"
+        "report = {'source': clips.cut_memory(info),\n"
+        "          'estimate': clips.cut_memory(info, out_pixels=pixels)}\n",
+        source,
+        tmp_path / "clips",
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(source), str(tmp_path / "clips")],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
     print(f"320x180 → 1080x1920 cut: peak RSS {report['peak'] / 2**20:.0f} MiB")
     assert report["source"] < report["peak"] <= report["estimate"]  # the source's size would not do
