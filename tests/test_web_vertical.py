@@ -156,3 +156,16 @@ def test_vertical_clips_for_the_results_on_screen(analysis, info, tmp_path: Path
     library.render(job, picks, preview=True)
     assert job.exact and job.result.vertical_paths == []
     assert not any("vertical" in path.name for path in job.files)
+
+
+def test_new_framings_do_not_grow_the_store(analysis, info, tmp_path: Path) -> None:
+    """A stranger moving the facecam again and again: vertical cuts no kept selection links to
+    are removed like landscape ones."""
+    job = Job("a" * 32, tmp_path / "job", "b" * 32, name="stream.mp4", analysis=analysis)
+    job.folder.mkdir()
+    picks = controls.picks(1, "percentile", 50, None, 0, 0.5, 0.5, "fast")
+    for x in (0, 20, 40, 60):  # four facecam places, each cut once
+        job.framing, _ = framing.checked(info, "stack", f"{x},0,80,45", GAMEPLAY, 50)
+        library.render(job, picks, preview=False)
+    vertical_cuts = list((job.folder / "store").glob("vertical_*"))
+    assert len(vertical_cuts) <= library.KEEP_RENDERS  # the selections kept, one clip each

@@ -241,8 +241,9 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
 
 
 def _prune_store(store: Path) -> None:
-    """Cut clips no kept selection links to any more: re-tuning must not grow the store."""
-    for path in store.glob("span_*"):
+    """Cut clips no kept selection links to any more: re-tuning or re-framing must not grow
+    the store (landscape cuts are ``span_*``, vertical ones ``vertical_span_*``)."""
+    for path in [*store.glob("span_*"), *store.glob("vertical_*")]:
         try:
             if path.stat().st_nlink == 1:
                 path.unlink()
