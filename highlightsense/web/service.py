@@ -28,7 +28,7 @@ from . import controls, example, framing, library, view
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, keep_input
-from .page import (  # noqa: F401  (PAGE: app.py's list of components)
+from .page import (  # noqa: F401  (PAGE: for app.py, which wires it)
     CONTROLS,
     LOG,
     PAGE,
@@ -364,8 +364,9 @@ class Service(VerticalPanel):
                 yield page()
                 return
             except Exception:
-                if job.framing is not None:  # not again at each later event: back to landscape
-                    job.framing, job.exact = None, True
+                # back to landscape, so later events do not try the same vertical cut again
+                # (the landscape previews still get their exact cuts at the next one)
+                job.framing = None
                 raise
         values = self.results(job)
         when, shown = self.failures.get(state["visitor"], (0.0, ""))
