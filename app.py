@@ -23,9 +23,9 @@ from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, P
 from highlightsense.web.service import PAGE, Service
 
 INTRO = """# HighlightSense
-Find the best moments of a long game stream. Upload the recording (or paste a Twitch VOD or
-YouTube link) and press **Find highlights**: the streamer's voice is separated from the game's
-sound, a model listens to both, and the most exciting moments come back as clips."""
+Find the best moments of a long game stream. Upload the recording (or paste a Twitch or Kick
+VOD or YouTube link) and press **Find highlights**: the streamer's voice is separated from the
+game's sound, a model listens to both, and the most exciting moments come back as clips."""
 
 CSS = """
 #find-highlights { font-size: 1.15rem; min-height: 3rem; }
@@ -69,7 +69,7 @@ def build(app: Service) -> gr.Blocks:
                 )
                 link = gr.Textbox(
                     label="…or paste a link",
-                    placeholder="https://www.twitch.tv/videos/… or a YouTube link",
+                    placeholder="A Twitch, Kick or YouTube VOD link: https://www.twitch.tv/videos/…",
                     max_length=sources.MAX_URL_LENGTH,
                 )
                 find = gr.Button("Find highlights", variant="primary", elem_id="find-highlights")

@@ -259,7 +259,7 @@ def test_minimum_score_with_nothing_above_it_still_answers(client: Client, vod: 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({}, "Upload a VOD or paste a Twitch or YouTube link first."),
+        ({}, "Upload a VOD or paste a Twitch, Kick or YouTube link first."),
         (
             {"link": "https://evil.example/<b>x</b>"},
             "https://evil.example/<b>x</b> is not a supported link",

@@ -301,7 +301,7 @@ class Service(VerticalPanel):
         shown = self.jobs.find(state["job"])
         if shown is not None and shown.source is not None and shown.source.is_file():
             return str(shown.source), False, shown.name
-        raise BadInput("Upload a VOD or paste a Twitch or YouTube link first.")
+        raise BadInput("Upload a VOD or paste a Twitch, Kick or YouTube link first.")
 
     @page_handler
     def cancel(self, state: object) -> tuple:
