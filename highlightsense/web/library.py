@@ -217,7 +217,7 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
     tables and timelines, the two highlight tables, each clip, the timelines, then each
     vertical clip."""
-    stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
+    stem = download_stem(vod_name)
     folder = out_dir / "downloads"
     folder.mkdir()
     tables = [out_dir / name for name in ("highlights.csv", "highlights.json", "scores.csv")]
@@ -238,6 +238,11 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
         for path in [*named_tables, *named_clips, *named_vertical]:
             archive.write(path, f"{stem}-highlights/{path.name}")
     return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
+
+
+def download_stem(vod_name: str) -> str:
+    """What every download of a VOD's results starts with: its name, made safe and short."""
+    return SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
 
 
 def _prune_store(store: Path) -> None:
