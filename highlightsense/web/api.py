@@ -39,7 +39,7 @@ class Answer:
     archive: str
     clips: list[str]  # rank order
     vertical_clips: list[str]  # rank order; empty unless asked for
-    timelines: list[str]  # in TIMELINES' order
+    timelines: list[str]  # in library.TIMELINES' order
     plot: str  # the interactive score plot, a self-contained HTML page
 
     def values(self) -> tuple:
@@ -76,7 +76,7 @@ def answer(job: Job, note: str = "") -> Answer:
     """The report and files of ``job``'s latest render."""
     result = job.result
     clips = downloads(job, result.clip_paths)
-    vertical = downloads(job, result.vertical_paths, "vertical-")
+    vertical = downloads(job, result.vertical_paths, library.VERTICAL_PREFIX)
     found = len(result.highlights)
     message = (
         f"{found} highlight{'s' if found != 1 else ''} found."

@@ -47,6 +47,7 @@ NAME_CHARS = 60  # of the VOD's name kept in download names
 # Editor timelines offered with every result (milliseconds to write): OpenTimelineIO, Final Cut 7
 # XML (Premiere, Resolve), Final Cut Pro XML, a CMX 3600 EDL and YouTube chapters.
 TIMELINES = ("otio", "fcp7xml", "fcpxml", "edl", "chapters")
+VERTICAL_PREFIX = "vertical-"  # of the 9:16 clips' download names, after the VOD's
 
 
 class ModelsMissing(UserError):
@@ -224,7 +225,9 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
-    named_vertical = [folder / f"{stem}-vertical-{path.name}" for path in result.vertical_paths]
+    named_vertical = [
+        folder / f"{stem}-{VERTICAL_PREFIX}{path.name}" for path in result.vertical_paths
+    ]
     sources = [*tables, *result.clip_paths, *result.vertical_paths]
     pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
     for source, target in pairs:
