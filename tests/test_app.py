@@ -272,9 +272,9 @@ def test_mcp_client_lists_the_tools_and_analyses_a_vod(
     learned_app: RunningApp, planted_vod, tmp_path: Path
 ) -> None:
     """A real MCP client (the ``mcp`` package, streamable HTTP) on the app's MCP server: the
-    tools are listed with their parameters, and detect on the planted VOD (its sound, sent as
-    the data URL MCP clients use for a local file: the server takes 4 MiB a request) finds the
-    planted shouts."""
+    tools are listed with their parameters; detect on the planted VOD (its sound, sent as the
+    data URL MCP clients use for a local file: the server takes 4 MiB a request) finds the
+    planted shouts; get_clip and get_timeline hand back that job's files."""
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
     from model_fixtures import write_planted_media
@@ -292,31 +292,39 @@ def test_mcp_client_lists_the_tools_and_analyses_a_vod(
             await mcp.initialize()
             tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
             arguments = {"file": vod_url, "top_n": 5, "threshold": 0.5, "gap": 10, "cut": "fast"}
-            return tools, await mcp.call_tool("detect", arguments)
+            found = await mcp.call_tool("detect", arguments)
+            assert not found.isError, found.content
+            job = ast.literal_eval(found.content[0].text)[0]["job"]
+            clip = await mcp.call_tool("get_clip", {"job": job, "rank": 2})
+            chapters = await mcp.call_tool("get_timeline", {"job": job, "kind": "chapters"})
+            return tools, found, clip, chapters
 
-    tools, called = asyncio.run(asyncio.wait_for(session(), timeout=MCP_TIMEOUT))
+    tools, found, clip, chapters = asyncio.run(asyncio.wait_for(session(), MCP_TIMEOUT))
     assert set(tools) == TOOLS
-    detect_schema = tools["detect"].inputSchema
-    assert list(detect_schema["properties"]) == DETECT
-    assert "percentile" in tools["detect"].description or detect_schema["properties"][
-        "percentile"
-    ].get("description")
+    properties = tools["detect"].inputSchema["properties"]
+    assert list(properties) == DETECT and "50-100" in properties["percentile"]["description"]
     assert tools["get_clip"].inputSchema["required"] == ["job"]
-    assert not called.isError, called.content
     # Gradio hands a tool's outputs back as one text: the Python form of /detect's six, each
     # file with the address it is served at
-    (content,) = called.content
+    (content,) = found.content
     report, archive, clips, vertical, timelines, plot = ast.literal_eval(content.text)
     assert_planted(report["highlights"], planted_vod)
     assert vertical == [] and len(timelines) == len(TIMELINE_FILES)
     assert [clip["orig_name"] for clip in clips] == [h["clip"] for h in report["highlights"]]
-    for highlight, clip in zip(report["highlights"], clips, strict=True):
-        fetched = httpx.get(clip["url"], timeout=60)
+    received = []
+    for highlight, served in zip(report["highlights"], clips, strict=True):
+        fetched = httpx.get(served["url"], timeout=60)
         assert fetched.status_code == 200
+        received.append(fetched.content)
         (tmp_path / highlight["clip"]).write_bytes(fetched.content)
         span = highlight["end_sec"] - highlight["start_sec"]
         cut = media.probe(tmp_path / highlight["clip"]).duration
         assert cut == pytest.approx(span, abs=SPAN_TOLERANCE + COPY_SLACK)
+    # a single file comes back as its address
+    assert not clip.isError and not chapters.isError, (clip.content, chapters.content)
+    assert httpx.get(clip.content[0].text, timeout=60).content == received[1]
+    lines = httpx.get(chapters.content[0].text, timeout=60).text.splitlines()
+    assert lines[0].startswith("0:00") and len(lines) >= len(report["highlights"])
 
 
 def test_minimum_score_with_nothing_above_it_still_answers(client: Client, vod: Path) -> None:
