@@ -47,6 +47,7 @@ NAME_CHARS = 60  # of the VOD's name kept in download names
 # Editor timelines offered with every result (milliseconds to write): OpenTimelineIO, Final Cut 7
 # XML (Premiere, Resolve), Final Cut Pro XML, a CMX 3600 EDL and YouTube chapters.
 TIMELINES = ("otio", "fcp7xml", "fcpxml", "edl", "chapters")
+VERTICAL_PREFIX = "vertical-"  # of the 9:16 clips' download names, after the VOD's
 
 
 class ModelsMissing(UserError):
@@ -217,14 +218,16 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
     tables and timelines, the two highlight tables, each clip, the timelines, then each
     vertical clip."""
-    stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
+    stem = download_stem(vod_name)
     folder = out_dir / "downloads"
     folder.mkdir()
     tables = [out_dir / name for name in ("highlights.csv", "highlights.json", "scores.csv")]
     tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
-    named_vertical = [folder / f"{stem}-vertical-{path.name}" for path in result.vertical_paths]
+    named_vertical = [
+        folder / f"{stem}-{VERTICAL_PREFIX}{path.name}" for path in result.vertical_paths
+    ]
     sources = [*tables, *result.clip_paths, *result.vertical_paths]
     pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
     for source, target in pairs:
@@ -238,6 +241,11 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
         for path in [*named_tables, *named_clips, *named_vertical]:
             archive.write(path, f"{stem}-highlights/{path.name}")
     return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
+
+
+def download_stem(vod_name: str) -> str:
+    """What every download of a VOD's results starts with: its name, made safe and short."""
+    return SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
 
 
 def _prune_store(store: Path) -> None:
