@@ -302,3 +302,26 @@ def test_requests_are_sized_from_the_covered_seconds():
     assert zerogpu.requested(600, "score", zerogpu.ESTIMATE, 60) == 13  # ceil(1.5 * 8.3)
     assert zerogpu.requested(10**6, "separate", zerogpu.ESTIMATE, 60) == 40  # never above
     assert zerogpu.requested(10**6, "separate", zerogpu.ESTIMATE, 120) == 80
+
+
+def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoint):
+    """``python app.py`` imports the real spaces first (before torch, as ZeroGPU needs), and
+    without ZeroGPU a /detect call analyses and cuts in the app's own process."""
+    from gradio_client import Client, handle_file
+    from test_app import app_env, detect, shared_vod, start_app
+
+    home = tmp_path_factory.mktemp("spaces-app")
+    env = app_env(tmp_path_factory, checkpoint, home) | {"PYTHONPROFILEIMPORTTIME": "1"}
+    app = start_app(env, home)
+    try:
+        report, archive = detect(Client(app.url), handle_file(str(shared_vod(tmp_path_factory))))
+    finally:
+        app.stop()
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in app.log().splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "spaces.zero.decorator" in imported and "spaces.zero.torch" not in imported
+    assert imported.index("spaces") < imported.index("torch")
+    assert 1 <= len(report["highlights"]) <= 3 and Path(archive).is_file()
