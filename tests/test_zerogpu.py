@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import re
 import sys
 import types
@@ -208,7 +209,11 @@ def zero_gpu(monkeypatch):
         )
         return server
 
-    return install
+    before = set(multiprocessing.active_children())
+    yield install
+    for worker in set(multiprocessing.active_children()) - before:  # spaces' forked workers
+        worker.terminate()
+        worker.join(10)
 
 
 @pytest.fixture(scope="module")
