@@ -35,7 +35,7 @@ DRY_MINUTES = (0.1, 0.25)  # 6 and 15 s
 COLD_SECONDS = 10.0  # s of audio in the first, cold call (CUDA's start, weights to the device)
 DRY_COLD_SECONDS = 5.0
 DECODE_S_PER_S = 0.006  # s per s of VOD: one AAC decode (~200x realtime) + soxr, on the host
-TESTS_TIMEOUT = 240  # s for the CUDA equivalence tests
+TESTS_TIMEOUT = 300  # s for the CUDA equivalence tests on a GPU
 BATCH_SEGMENTS = 16  # Demucs segments per model call on a GPU
 
 
@@ -79,9 +79,13 @@ def run_tests(device: str, scratch: Path) -> dict:
         str(common.TESTS / "test_cuda.py"),
     ]  # fmt: skip
     began = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TESTS_TIMEOUT, cwd=common.ROOT, env=env
-    )
+    try:  # on a CPU (a dry run) only gpu_check.sh's own time limit applies
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=common.ROOT, env=env,
+            timeout=None if device == "cpu" else TESTS_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:  # the benchmark still runs: its figures are worth having
+        return {"returncode": "timed out", "seconds": time.perf_counter() - began}
     print(done.stdout[-3000:], done.stderr[-2000:], sep="\n", flush=True)
     outcome = {"returncode": done.returncode, "seconds": time.perf_counter() - began}
     if report.is_file():

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-needed="import demucs, julius, librosa, soxr, yaml, safetensors, pytest"
+needed="import demucs, julius, librosa, soxr, yaml, safetensors, pytest, yt_dlp"
 if ! "$python" -c "$needed" 2>/dev/null; then
     if ! compgen -G ".whl/*.whl" >/dev/null; then
         echo "missing Python packages and no wheels in .whl/: run benchmarks/gpu_wheels.sh" >&2
@@ -28,4 +28,7 @@ if [[ " $* " == *" --dry-run "* ]]; then
         'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 fi
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-exec timeout 480 "$python" benchmarks/gpu_check.py "$@"
+# 8 minutes on a GPU; a dry run on a busy CPU may need more (GPU_CHECK_TIMEOUT, seconds)
+status=0
+timeout "${GPU_CHECK_TIMEOUT:-480}" "$python" benchmarks/gpu_check.py "$@" || status=$?
+exit "$status"  # (the trap removes the installed wheels)
