@@ -330,3 +330,16 @@ def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoin
     assert "spaces.zero.decorator" in imported and "spaces.zero.torch" not in imported
     assert imported.index("spaces") < imported.index("torch")
     assert 1 <= len(report["highlights"]) <= 3 and Path(archive).is_file()
+
+
+def test_the_owner_may_reserve_30_to_120_seconds_a_call(monkeypatch):
+    from highlightsense.web import config
+
+    monkeypatch.delenv(config.GPU_SECONDS_ENV, raising=False)
+    assert config.gpu_reserve() == zerogpu.RESERVE_MAX == 60
+    monkeypatch.setenv(config.GPU_SECONDS_ENV, "90")
+    assert config.gpu_reserve() == 90
+    for refused in ("300", "20", "nan", "-5"):  # 300: the old default, 450 s with the factor
+        monkeypatch.setenv(config.GPU_SECONDS_ENV, refused)
+        with pytest.raises(SystemExit, match="HIGHLIGHTSENSE_GPU_SECONDS"):
+            config.gpu_reserve()
