@@ -23,7 +23,7 @@ from gradio.utils import get_upload_folder
 from .. import scoring, selection, sources
 from ..errors import Cancelled
 from ..files import cache_dir
-from . import api, controls, example, framing, library, view
+from . import api, controls, example, framing, library, view, zerogpu
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, keep_input
@@ -87,8 +87,13 @@ class Service(VerticalPanel, api.ApiCalls):
         """Start-up work, none of it blocking: models, sweeps and the example."""
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         lend_ffprobe()
-        self.gpu = library.gpu_runner(self.config.gpu_limit)
-        self.models.start()
+        self.gpu = zerogpu.runner(self.config.gpu_limit)
+        if self.gpu is not None:
+            # ZeroGPU packs the weights put on its emulated CUDA before launch() and moves them
+            # to each call's GPU at once; loading later would copy them call by call.
+            self.models.load_once()
+        if self.gpu is None or self.models.error is not None:
+            self.models.start()  # in the background; retried while it fails
         threading.Thread(target=self._sweep, name="sweep-jobs", daemon=True).start()
         threading.Thread(target=self.prepare_example, name="example", daemon=True).start()
 
@@ -109,14 +114,15 @@ class Service(VerticalPanel, api.ApiCalls):
         except Exception:
             LOG.exception("could not make the example VOD")
             return
-        if self.gpu is not None:
-            return  # on ZeroGPU the GPU is lent to visitors' calls only: analyse on first click
         self.models.check()
         with self._example_lock, self.busy:
             if self.example_job is None:
                 self.example_job = self._analyse_example()
 
     def _analyse_example(self) -> Job:
+        """The example's analysis, made once at start-up. On ZeroGPU the GPU is lent only to
+        visitors' calls, out of their daily quota: the 75 s example runs on the CPU instead, so
+        the first visitor sees it at once and pays nothing for it."""
         job = Job("example", self.config.work_dir / "example-job", "example", state="done")
         shutil.rmtree(job.folder, ignore_errors=True)
         job.folder.mkdir(parents=True)
@@ -126,9 +132,9 @@ class Service(VerticalPanel, api.ApiCalls):
             str(self.example_path),
             False,
             EXAMPLE_WINDOW,
-            self.config.device,
+            "cpu" if self.gpu is not None else self.config.device,
             job.progress(self.config.job_limit),
-            self.gpu,
+            None,
             self.config.gpu_limit,
         )
         return job
@@ -274,7 +280,7 @@ class Service(VerticalPanel, api.ApiCalls):
             return
         with self._example_lock:
             template = self.example_job
-        if template is None:  # not analysed yet (or on ZeroGPU): analyse it as a visitor's VOD
+        if template is None:  # not analysed yet: analyse it as a visitor's VOD
             yield from self._run(
                 state, EXAMPLE_PICKS, EXAMPLE_WINDOW, str(self.example_path), False, EXAMPLE_NAME
             )
