@@ -1,0 +1,41 @@
+"""A run's fixed cost: what analysing a local file imports, and the mel filter bank made without
+librosa (importing it costs ≈ 1.3 s of CPU per process: benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import librosa
+import numpy as np
+
+from highlightsense import features
+
+# imported by a run on a local file only if something regressed (seconds of CPU each)
+HEAVY_UNUSED = ("yt_dlp", "librosa", "scipy", "numba", "gradio")
+
+
+def test_mel_filter_bank_is_librosas_bit_for_bit() -> None:
+    ours = features.mel_filter_bank()
+    expected = librosa.filters.mel(
+        sr=features.SAMPLE_RATE, n_fft=features.N_FFT, n_mels=features.N_MELS
+    )
+    assert ours.dtype == expected.dtype == np.float32
+    assert ours.shape == (80, 513)
+    assert np.array_equal(ours, expected)
+    assert (ours > 0).sum(axis=1).min() >= 1  # no empty band: every row was compared
+
+
+def test_features_and_pipeline_import_no_downloader_nor_librosa() -> None:
+    """What a local file's run imports: the pipeline, the features of a second of audio."""
+    code = (
+        "import sys, numpy as np\n"
+        "from highlightsense import features, pipeline, sources\n"
+        "spec = features.log_mel_spectrogram(np.ones(22050, np.float32))\n"
+        "assert spec.shape == (80, 44), spec.shape\n"
+        f"print(sorted(m for m in {HEAVY_UNUSED!r} if m in sys.modules))\n"
+        "print(sources.yt_dlp.__name__)\n"  # still there on first use
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "yt_dlp"]
