@@ -8,6 +8,8 @@ import sys
 
 import librosa
 import numpy as np
+import pytest
+import torch
 
 from highlightsense import features
 
@@ -39,3 +41,20 @@ def test_features_and_pipeline_import_no_downloader_nor_librosa() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "yt_dlp"]
+
+
+def test_weights_with_an_infinity_in_any_float_type_are_refused() -> None:
+    """The finite check runs in numpy (cheaper than torch's: see weights.build_model), after a
+    conversion to float32 that keeps inf and NaN; both are refused whatever the tensor's type."""
+    from model_fixtures import random_crnn
+
+    from highlightsense import weights
+    from highlightsense.errors import WeightsError
+
+    state = random_crnn().state_dict()
+    assert weights.build_model(state, weights.ModelConfig()).training is False  # finite: loads
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            broken = {**state, "classifier.4.bias": torch.tensor([bad], dtype=dtype)}
+            with pytest.raises(WeightsError, match="NaN or infinite"):
+                weights.build_model(broken, weights.ModelConfig())
