@@ -58,3 +58,37 @@ def test_weights_with_an_infinity_in_any_float_type_are_refused() -> None:
             broken = {**state, "classifier.4.bias": torch.tensor([bad], dtype=dtype)}
             with pytest.raises(WeightsError, match="NaN or infinite"):
                 weights.build_model(broken, weights.ModelConfig())
+
+
+def test_models_are_built_on_one_torch_thread(
+    checkpoint, tiny_separator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine.load builds both models on LOAD_THREADS torch threads and gives the process its
+    thread count back."""
+    from highlightsense import engine, separator, weights
+    from highlightsense.settings import AnalysisSettings
+
+    seen = []
+
+    def counting(load):
+        def wrapper(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return load(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(weights, "load", counting(weights.load))
+    monkeypatch.setattr(engine, "load_separator", counting(separator.load_separator))
+    repo, name = tiny_separator
+    settings = AnalysisSettings(
+        weights=str(checkpoint), separator=name, separator_repo=str(repo), device="cpu"
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loaded = engine.Engine.create(settings).load()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [engine.LOAD_THREADS] * 2 == [1, 1]
+    assert loaded.model.model.training is False
