@@ -57,9 +57,8 @@ def pins(python: str | None = None) -> dict[str, str]:
     found = {}
     for req in requirements():
         if req.marker is None or req.marker.evaluate(env):
+            assert req.name not in found, f"{req.name} pinned twice for Python {python}"
             (spec,) = req.specifier
-            # once per name, or again only for extras (gradio[mcp]) at the same version
-            assert found.get(req.name, spec.version) == spec.version, f"{req.name} pinned twice"
             found[req.name] = spec.version
     return found
 
@@ -321,7 +320,7 @@ def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoin
     app = start_app(env, home)
     try:
         vod = handle_file(str(shared_vod(tmp_path_factory)))
-        report, archive, *_ = Client(app.url).predict(
+        report, archive, clips, *_ = Client(app.url).predict(
             vod, "", 3, 50.0, None, 5.0, 0.0, 0.0, "exact", api_name="/detect"
         )
     finally:
@@ -334,6 +333,7 @@ def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoin
     assert "spaces.zero.decorator" in imported and "spaces.zero.torch" not in imported
     assert imported.index("spaces") < imported.index("torch")
     assert 1 <= len(report["highlights"]) <= 3 and Path(archive).is_file()
+    assert len(clips) == len(report["highlights"]) and all(Path(c).is_file() for c in clips)
 
 
 def test_the_owner_may_reserve_30_to_120_seconds_a_call(monkeypatch):
