@@ -200,3 +200,12 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(tools.subprocess, "Popen", Recording)
     return procs
+
+
+@pytest.fixture(scope="session")
+def scripted_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Whisper folder (CTranslate2 + tokenizer) that reads every window of speech as
+    " gg wp" at 0.0-2.0 s (tests/whisper_fixtures.py), for HIGHLIGHTSENSE_WHISPER."""
+    from whisper_fixtures import build_scripted_whisper
+
+    return built_once(tmp_path_factory, "whisper", build_scripted_whisper)
