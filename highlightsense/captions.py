@@ -26,7 +26,7 @@ import pysubs2
 from .errors import MediaError, ToolError, TranscriptError
 from .files import atomic_path, write_atomic
 from .tools import ffmpeg_path, run_tool, stderr_tail
-from .transcripts import Transcript, Word, clean_text
+from .transcripts import Segment, Transcript, Word, clean_text
 
 FONT_NAME = "Roboto"  # family named in the ASS style (libass looks it up in FONT_FILE's folder)
 FONT_FILE = "Roboto-Bold.ttf"
@@ -81,14 +81,18 @@ def _clamped(start: float, end: float, duration: float) -> tuple[float, float] |
     return (first, last) if last > first else None
 
 
-def _groups(words: Sequence[Word]) -> list[list[Word]]:
-    """Words in groups of at most WORDS_PER_CUE, a new group after a pause of CUE_GAP."""
+def _groups(segments: Sequence[Segment]) -> list[list[Word]]:
+    """Each segment's words in groups of at most WORDS_PER_CUE, a new group after a pause of
+    CUE_GAP (a cue never spans two segments: they are sentences)."""
     groups: list[list[Word]] = []
-    for word in words:
-        if groups and len(groups[-1]) < WORDS_PER_CUE and word.start - groups[-1][-1].end < CUE_GAP:
-            groups[-1].append(word)
-        else:
-            groups.append([word])
+    for segment in segments:
+        first = len(groups)
+        for word in (w for w in segment.words if clean_text(w.text)):
+            last = groups[-1] if len(groups) > first else None
+            if last and len(last) < WORDS_PER_CUE and word.start - last[-1].end < CUE_GAP:
+                last.append(word)
+            else:
+                groups.append([word])
     return groups
 
 
@@ -96,7 +100,7 @@ def word_cues(transcript: Transcript, duration: float) -> list[Cue]:
     """The short-form cues: one per word, showing its group with that word spoken, from the
     word's start to the next word's start (or the group's end), clamped to [0, duration]."""
     cues = []
-    for group in _groups([w for w in transcript.words if clean_text(w.text)]):
+    for group in _groups(transcript.segments):
         shown = tuple(_ass_safe(clean_text(w.text, 100)) for w in group)
         for i, word in enumerate(group):
             end = group[i + 1].start if i + 1 < len(group) else word.end
@@ -284,8 +288,6 @@ def check_correction(text: str, limit: int) -> str:
 def retimed(transcript: Transcript, text: str, duration: float) -> Transcript:
     """``transcript`` with its words replaced by ``text``'s, spread over the time its words were
     spoken (evenly by character count); with no words heard, over the whole clip."""
-    from .transcripts import Segment
-
     words = text.split()
     if not words:
         return Transcript((), transcript.language, transcript.model)

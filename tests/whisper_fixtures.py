@@ -223,7 +223,10 @@ def build_scripted_whisper(folder: Path) -> Path:
     config.suppress_ids_begin = [220, EOT]
     config.lang_ids = list(range(FIRST_LANGUAGE, FIRST_LANGUAGE + 99))
     config.alignment_heads = [(0, 0)]
-    spec.register_vocabulary(tokens)
+    # CTranslate2 4.8.5 calls a Whisper multilingual (language tokens, detection) when its
+    # vocabulary maps the empty string to a token (observed: its constructor looks "" up and
+    # compares with the unknown token), so one unused text slot is "" in the model's vocabulary.
+    spec.register_vocabulary(["" if t == "<|unused0|>" else t for t in tokens])
     spec.validate()
     spec.optimize(quantization=None)
     folder.mkdir(parents=True, exist_ok=True)
