@@ -184,7 +184,7 @@ def test_short_form_cues_show_one_to_three_words_with_the_spoken_one_marked():
         (2.1, 3.25),
         (8.0, 8.5),
         (8.5, 9.0),
-        (9.6, 10.0),
+        (9.7, 10.0),
     ]
     many = Transcript((Segment("a b c d e", 0, 5, tuple(Word(f" w{i}", i, i + 0.9)
                                                         for i in range(5))),))  # fmt: skip
