@@ -29,6 +29,7 @@ BEAM_SIZE = 1  # greedy decoding: the speed target is 60 s for ten 30 s clips on
 SILENCE_DBFS = -50.0  # dB: a voice track quieter than this throughout holds no speech
 MAX_SECONDS = 600.0  # s of audio transcribed at once at most (a clip is at most ~6 min)
 MAX_TEXT = 2000  # characters of one clip's transcript kept at most
+MAX_THREADS = 8  # CTranslate2 threads at most (one per usable core below that)
 SIZES = ("tiny", "base", "small", "medium", "large-v1", "large-v2", "large-v3", "turbo",
          "tiny.en", "base.en", "small.en", "medium.en", "distil-small.en", "distil-medium.en",
          "distil-large-v2", "distil-large-v3", "large-v3-turbo", "large")  # fmt: skip
@@ -74,6 +75,15 @@ def clean_text(text: str, limit: int = MAX_TEXT) -> str:
     return " ".join(kept.split())[:limit].strip()
 
 
+def cpu_threads() -> int:
+    """Threads for CTranslate2: the cores this process may use (its default is 4 whatever the
+    machine, which oversubscribes 2 cores), at most MAX_THREADS."""
+    usable = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    return max(1, min(MAX_THREADS, len(usable)))
+
+
 def model_name() -> str:
     """The Whisper model to use: ``$HIGHLIGHTSENSE_WHISPER`` or the default size."""
     return os.environ.get(WHISPER_ENV, "").strip() or DEFAULT_WHISPER
@@ -93,7 +103,7 @@ def _check_name(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def load_model(name: str, compute_type: str = COMPUTE_TYPE, threads: int = 0):  # noqa: ANN201
+def load_model(name: str, compute_type: str = COMPUTE_TYPE):  # noqa: ANN201
     """The faster-whisper model ``name`` on the CPU, loaded once per process (and downloaded
     once into the cache). A folder that is not a CTranslate2 Whisper model, or a damaged one, is
     a TranscriptError naming the variable."""
@@ -101,6 +111,7 @@ def load_model(name: str, compute_type: str = COMPUTE_TYPE, threads: int = 0):  
 
     name = _check_name(name)
     folder = Path(name).expanduser()
+    threads = cpu_threads()
     try:
         if folder.is_dir():
             needed = ("model.bin", "tokenizer.json", "preprocessor_config.json")

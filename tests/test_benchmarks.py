@@ -23,3 +23,15 @@ def test_compare_prints_its_table(tmp_path: Path) -> None:
     assert float(ratio.split()[-1]) > 0
     windows = next(line for line in lines if line.startswith("windows scored")).split()
     assert int(windows[-2]) >= 1 and int(windows[-1]) >= 1
+
+
+def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "captions.py"), "--sizes", "tiny",
+        "--types", "int8", "--tokens", "5", "--burn-seconds", "2", "--scratch", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("tiny    int8"))
+    assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
+    assert any(line.startswith("re-encode with captions drawn") for line in done.stdout.splitlines())

@@ -64,7 +64,7 @@ def _languages() -> list[str]:
     return ["en", *codes][:99]
 
 
-def _tokens() -> tuple[list[str], dict[str, int], list[str]]:
+def whisper_tokens() -> tuple[list[str], dict[str, int], list[str]]:
     """Every token string by id, the BPE vocabulary and its merges."""
     alphabet = list(_bytes_to_unicode().values())
     words = ["Ġg", "Ġgg", "Ġw", "Ġwp"]
@@ -152,7 +152,7 @@ def build_scripted_whisper(folder: Path) -> Path:
     from ctranslate2.specs import whisper_spec
 
     d = D_MODEL
-    tokens, vocab, merges = _tokens()
+    tokens, vocab, merges = whisper_tokens()
     spec = whisper_spec.WhisperSpec(1, 1, 1, 1)
 
     # Encoder: zero convolutions, so frame j's output is LayerNorm(position j) = its angles.
