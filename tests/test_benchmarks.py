@@ -32,6 +32,7 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    row = next(line for line in done.stdout.splitlines() if line.startswith("tiny    int8"))
+    lines = done.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("tiny    int8"))
     assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
-    assert any(line.startswith("re-encode with captions drawn") for line in done.stdout.splitlines())
+    assert any(line.startswith("re-encode with captions drawn") for line in lines)
