@@ -347,6 +347,11 @@ def build(app: Service) -> gr.Blocks:
             api_before = gr.Number(0, label="pad_before: seconds added before each clip")
             api_after = gr.Number(0, label="pad_after: seconds added after each clip")
             api_cut = gr.Radio(list(CUTS), value="exact", label="cut: exact | fast (stream copy)")
+            api_captions = gr.Radio(
+                list(controls.API_CAPTIONS),
+                value="off",
+                label="captions: off | burn (drawn in) | soft (subtitle track) | files (.srt)",
+            )
             api_report = gr.JSON(label="report")
             api_zip = gr.File(label="zip of the clips and tables")
             api_button = gr.Button("detect")
@@ -362,13 +367,15 @@ def build(app: Service) -> gr.Blocks:
                 api_before,
                 api_after,
                 api_cut,
+                api_captions,
             ],
             [api_report, api_zip],
             api_name="detect",
             api_description=(
                 "Find the highlights of a VOD: give file (an upload) or link. Returns a JSON "
                 "report {vod, duration, threshold, message, highlights: [{rank, start_sec, "
-                "end_sec, confidence, clip}]} and a zip of the clips and tables."
+                "end_sec, confidence, clip, text}]} and a zip of the clips and tables (captions: "
+                "each clip's speech as text, subtitle files, soft or burned-in captions)."
             ),
             concurrency_id="analysis",
             concurrency_limit=1,

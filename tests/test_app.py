@@ -27,6 +27,7 @@ from conftest import built_once, make_media
 from demucs_fixtures import make_tiny_demucs_repo
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from whisper_fixtures import build_scripted_whisper
 
 from highlightsense import media
 
@@ -63,6 +64,7 @@ def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> di
         # one cache for every app of the run: the example and the shared VOD are analysed once
         "HIGHLIGHTSENSE_CACHE": str(built_once(factory, "app-cache", lambda folder: None)),
         "HIGHLIGHTSENSE_WORKDIR": str(home / "work"),
+        "HIGHLIGHTSENSE_WHISPER": str(built_once(factory, "whisper", build_scripted_whisper)),
     }
     env.pop("SPACES_ZERO_GPU", None)
     return env
@@ -159,7 +161,8 @@ def test_only_detect_is_public(client: Client) -> None:
     assert api["unnamed_endpoints"] == {}
     names = [p["parameter_name"] for p in api["named_endpoints"]["/detect"]["parameters"]]
     assert names == [
-        "file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after", "cut"
+        "file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after", "cut",
+        "captions",
     ]  # fmt: skip
 
 

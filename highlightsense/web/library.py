@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import pipeline, scoring
+from .. import outputs, pipeline, scoring
 from ..engine import Engine
 from ..errors import UserError
 from ..progress import STAGE_WEIGHTS
@@ -185,8 +185,10 @@ def render(
     (``job.framing``) to the full render. Whatever ``cancel`` raises stops the ffmpeg runs at
     once."""
     vertical = job.framing.selection() if job.framing is not None and not preview else {}
+    captioned = {"captions": job.captions} if job.captions and not preview else {}
     chosen = Selection(
-        **(picks.settings() | ({"copy": True} if preview else {}) | vertical), timelines=TIMELINES
+        **(picks.settings() | ({"copy": True} if preview else {}) | vertical | captioned),
+        timelines=TIMELINES,
     )
     bar = None
     if progress is not None:
@@ -201,12 +203,13 @@ def render(
         progress=bar,
         cancel=cancel,
         media_url=job.analysis.source.name,  # timelines never show the server's folders
+        transcripts=corrected(job, chosen),
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files
     # nothing is left to cut after a full render, or after a preview that was all stream copies
     # anyway (vertical clips are re-framed, so never previews)
-    copies = picks.cut == "fast" and job.framing is None
+    copies = picks.cut == "fast" and job.framing is None and job.captions is None
     job.exact = not preview or copies or not result.highlights
     for old in range(1, job.renders - KEEP_RENDERS + 1):
         shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
@@ -225,8 +228,10 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
     named_vertical = [folder / f"{stem}-vertical-{path.name}" for path in result.vertical_paths]
-    sources = [*tables, *result.clip_paths, *result.vertical_paths]
-    pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
+    named_subtitles = [folder / f"{stem}-{path.name}" for path in result.subtitle_paths]
+    sources = [*tables, *result.clip_paths, *result.vertical_paths, *result.subtitle_paths]
+    named = [*named_tables, *named_clips, *named_vertical, *named_subtitles]
+    pairs = zip(sources, named, strict=True)
     for source, target in pairs:
         try:
             os.link(source, target)
@@ -235,9 +240,21 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     archive_path = folder / f"{stem}-highlights.zip"
     # Clips are compressed already: store them, do not deflate them again.
     with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
-        for path in [*named_tables, *named_clips, *named_vertical]:
+        for path in named:
             archive.write(path, f"{stem}-highlights/{path.name}")
-    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
+    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical,
+            *named_subtitles]  # fmt: skip
+
+
+def corrected(job: Job, chosen: Selection) -> list | None:
+    """The transcripts of the clips ``chosen`` picks with the visitor's corrections in them
+    (None: transcribe, reusing what was heard before), when captions are asked for."""
+    if not chosen.captions or not job.transcripts:
+        return None
+    highlights, _, _ = pipeline.choose(job.analysis, chosen)
+    fixed = {key: heard for key, heard in job.transcripts.items()}
+    heard = outputs.transcribe_highlights(job.analysis, highlights, chosen.language)
+    return [fixed.get((h.start_sec, h.end_sec), t) for h, t in zip(highlights, heard, strict=True)]
 
 
 def _prune_store(store: Path) -> None:

@@ -471,25 +471,31 @@ class Service(VerticalPanel):
         pad_before: float,
         pad_after: float,
         cut: str,
+        captions: str = "off",
     ) -> tuple[dict, str | None]:
         """Find the highlights of a VOD (an uploaded file or a Twitch / YouTube link).
 
         Returns a JSON object (duration, threshold, message, highlights: rank, start_sec,
-        end_sec, confidence, clip) and a zip of the clips and tables.
+        end_sec, confidence, clip, text) and a zip of the clips and tables. ``captions``:
+        off, burn (drawn into the clips), soft (a subtitle track) or files (.srt / .vtt).
         """
         try:
             return self._detect(
-                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut
-            )
+                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
+                captions,
+            )  # fmt: skip
         except Exception as error:
             raise gr.Error(sentence(error, "detect"), print_exception=False) from None
 
-    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut):
+    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
+                captions="off"):  # fmt: skip
         by = "percentile" if threshold is None else "threshold"
         picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut)
+        captioned = controls.captions(captions)
         source, is_link, name = self.source({"job": ""}, file, link)
         self.models.check()
         job = self.jobs.start("api")
+        job.captions = captioned
         self._work(job, dataclasses.replace(picks, cut="fast") if cut == "fast" else picks,
                    scoring.WINDOW_SEC, source, is_link, name)  # fmt: skip
         if not job.exact:
@@ -515,8 +521,9 @@ class Service(VerticalPanel):
                     "end_sec": round(h.end_sec, 3),
                     "confidence": round(h.confidence, 6),
                     "clip": clips[h.rank].name if h.rank in clips else None,
+                    "text": result.transcripts[i].text if result.transcripts else None,
                 }
-                for h in result.highlights
+                for i, h in enumerate(result.highlights)
             ],
         }
         return report, str(job.files[0])
