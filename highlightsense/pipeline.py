@@ -20,7 +20,7 @@ from .engine import Engine
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
 from .settings import AnalysisSettings, Selection, split
-from .transcripts import Transcript
+from .transcripts import Transcript, load_model, model_name
 
 VERTICAL_FOLDER = "clips_vertical"  # beside clips/
 
@@ -163,6 +163,8 @@ def detect(
     (:mod:`highlightsense.outfolder` has the rules).
     """
     engine = Engine.create(analysis_settings)
+    if chosen.captions:
+        load_model(model_name())  # a bad Whisper model fails before any work
     target = Path(out_dir) if out_dir is not None else default_out_dir(str(source))
     target = Path(os.path.abspath(target.expanduser()))
     staging = outfolder.stage(target)  # refuses a folder holding anyone else's files, first

@@ -346,9 +346,8 @@ def test_corrections_are_plain_text_within_a_limit():
 # --- the voice of a span, and the whole path -------------------------------------------------
 
 
-def test_the_voice_track_is_decoded_directly_with_tracks(tmp_path, checkpoint):
-    """An OBS-style file: track 1 a 300 Hz voice, track 2 noise: the span's voice is the tone."""
-    path = tmp_path / "obs.mkv"
+def obs_recording(path: Path) -> Path:
+    """An OBS-style audio file: track 1 a 300 Hz voice, track 2 noise (20 s)."""
     subprocess.run(
         [ffmpeg_binary(), "-v", "error", "-y",
          "-f", "lavfi", "-i", "sine=frequency=300:duration=20:sample_rate=44100",
@@ -356,12 +355,58 @@ def test_the_voice_track_is_decoded_directly_with_tracks(tmp_path, checkpoint):
          "-map", "0:a", "-map", "1:a", "-c:a", "aac", str(path)],
         check=True, timeout=60,
     )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracks_analysis(tmp_path_factory, checkpoint):
+    path = obs_recording(tmp_path_factory.mktemp("obs") / "obs.mkv")
     engine = Engine.create(AnalysisSettings(weights=str(checkpoint), tracks=(1, 2)))
-    analysis = engine.analyze(path)
-    sound = voice.voice_of(analysis, (5.0, 7.5))
+    return engine.analyze(path)
+
+
+def test_the_voice_track_is_decoded_directly_with_tracks(tracks_analysis):
+    """The span's voice is track 1's tone, not the noise of track 2."""
+    sound = voice.voice_of(tracks_analysis, (5.0, 7.5))
     assert abs(len(sound) - 2.5 * RATE) <= 0.05 * RATE
     spectrum = np.abs(np.fft.rfft(sound))
     assert np.argmax(spectrum) * RATE / len(sound) == pytest.approx(300, abs=2)
+
+
+def test_corrected_transcripts_are_rendered_without_listening_again(
+    tracks_analysis, tmp_path, monkeypatch
+):
+    """An audio-only input asked to burn: the corrected text reaches the subtitle files and the
+    tables, the clip stays an .m4a (nothing to draw on), nothing is transcribed."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("transcribed again")
+
+    monkeypatch.setattr(voice, "voice_of", refuse)
+    chosen = Selection(percentile=0, top_n=1, captions="burn")
+    fixed = captions.retimed(Transcript(), captions.check_correction("nice <b>shot</b>", 100), 5)
+    result = render(tracks_analysis, chosen, tmp_path / "out", transcripts=[fixed])
+    assert [p.suffix for p in result.clip_paths] == [".m4a"]
+    srt = (tmp_path / "out" / "clips" / "highlight_01.srt").read_text()
+    assert srt == "1\n00:00:00,000 --> 00:00:05,000\nnice <b>shot</b>\n\n"
+    row = json.loads((tmp_path / "out" / "highlights.json").read_text())["highlights"][0]
+    assert row["text"] == "nice <b>shot</b>" and len(row["words"]) == 2
+
+
+def test_cli_says_in_one_line_which_variable_names_a_missing_model(tmp_path, checkpoint):
+    path = obs_recording(tmp_path / "obs.mkv")
+    env = {**__import__("os").environ, "HIGHLIGHTSENSE_WEIGHTS": str(checkpoint),
+           "HIGHLIGHTSENSE_WHISPER": str(tmp_path / "no such model"),
+           "HIGHLIGHTSENSE_CACHE": str(tmp_path / "cache")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "highlightsense", "detect", str(path), "-o", str(tmp_path / "o"),
+         "--tracks", "voice=1,game=2", "--captions", "files", "-q"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and transcripts.WHISPER_ENV in lines[0]
+    assert not (tmp_path / "o").exists()  # refused before any work: nothing written
 
 
 @pytest.fixture(scope="module")

@@ -80,17 +80,12 @@ def choice(value: object, choices: dict[str, str], label: str) -> str:
     return value
 
 
-CAPTIONS = {  # the Captions choice: page label by value ("off" or a Selection.captions mode)
-    "off": "Off",
-    "burn": "On the clip",
-    "files": "Subtitle files",
-}
 API_CAPTIONS = ("off", "burn", "soft", "files")  # /detect's captions values
 
 
-def captions(value: object, allowed: tuple[str, ...] | dict = API_CAPTIONS) -> str | None:
+def captions(value: object) -> str | None:
     """A captions choice checked: None for off, else a Selection.captions mode."""
-    return None if choice(value, dict.fromkeys(allowed), "Captions") == "off" else str(value)
+    return None if choice(value, dict.fromkeys(API_CAPTIONS), "Captions") == "off" else str(value)
 
 
 def picks(

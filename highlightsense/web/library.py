@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import outputs, pipeline, scoring
+from .. import pipeline, scoring
 from ..engine import Engine
 from ..errors import UserError
 from ..progress import STAGE_WEIGHTS
@@ -203,7 +203,6 @@ def render(
         progress=bar,
         cancel=cancel,
         media_url=job.analysis.source.name,  # timelines never show the server's folders
-        transcripts=corrected(job, chosen),
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files
@@ -244,17 +243,6 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
             archive.write(path, f"{stem}-highlights/{path.name}")
     return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical,
             *named_subtitles]  # fmt: skip
-
-
-def corrected(job: Job, chosen: Selection) -> list | None:
-    """The transcripts of the clips ``chosen`` picks with the visitor's corrections in them
-    (None: transcribe, reusing what was heard before), when captions are asked for."""
-    if not chosen.captions or not job.transcripts:
-        return None
-    highlights, _, _ = pipeline.choose(job.analysis, chosen)
-    fixed = {key: heard for key, heard in job.transcripts.items()}
-    heard = outputs.transcribe_highlights(job.analysis, highlights, chosen.language)
-    return [fixed.get((h.start_sec, h.end_sec), t) for h, t in zip(highlights, heard, strict=True)]
 
 
 def _prune_store(store: Path) -> None:
