@@ -1,7 +1,9 @@
-"""What captions cost: transcription per minute of clip audio, and burning them into a clip.
+"""What captions cost: transcription per minute of clip audio, separating the voice of the
+clips again, and burning the captions into a clip.
 
     python benchmarks/captions.py [--sizes base,small,medium] [--types int8,float32]
-                                  [--tokens 100] [--burn-seconds 30] [--scratch DIR]
+                                  [--tokens 100] [--separator htdemucs] [--clips 10]
+                                  [--burn-seconds 30] [--scratch DIR]
 
 Transcription is measured with random-weight Whisper models of the exact shapes of the named
 sizes (CTranslate2's ``WhisperSpec``, written once into the scratch folder): the time per step
@@ -161,6 +163,28 @@ def transcription(folder: Path, compute_type: str, tokens: int, threads: int) ->
             "load_before": load_before, "load_after": loadavg()}  # fmt: skip
 
 
+def separation_cost(scratch: Path, separator: str, seconds: float, clips: int) -> dict:
+    """Wall and CPU seconds to get the voice of ``clips`` spans of ``seconds`` by separating
+    them again (what captions do without --tracks), with a random-weight Demucs."""
+    from common import make_separator, make_vod
+
+    from highlightsense import media, voice
+    from highlightsense.results import Analysis
+    from highlightsense.settings import AnalysisSettings
+
+    repo, name = make_separator(scratch, separator)
+    vod = make_vod(scratch / "vod.mp4", (clips * seconds + 10) / 60)
+    settings = AnalysisSettings(separator=name, separator_repo=str(repo), device="cpu")
+    analysis = Analysis(vod, media.probe(vod), np.zeros((0, 3)), np.zeros((0, 1)),
+                        np.zeros((2, 0)), "", name, settings, 16)  # fmt: skip
+    voice.voice_of(analysis, (0.0, 1.0))  # loads the model once, as the engine would have
+    t, cpu0, before = time.perf_counter(), cpu_seconds(), loadavg()
+    for i in range(clips):
+        voice.voice_of(analysis, (i * seconds, (i + 1) * seconds))
+    return {"wall_sec": time.perf_counter() - t, "cpu_sec": cpu_seconds() - cpu0,
+            "load_before": before, "load_after": loadavg()}  # fmt: skip
+
+
 def burn_cost(scratch: Path, seconds: float) -> dict:
     """Wall seconds to re-encode a 1080x1920 clip without and with captions drawn."""
     clip = scratch / "vertical.mp4"
@@ -194,6 +218,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100, help="decoded per 30 s window")
     parser.add_argument("--threads", type=int, default=transcripts.cpu_threads())
     parser.add_argument("--burn-seconds", type=float, default=30.0)
+    parser.add_argument("--separator", default="htdemucs", help="tiny | htdemucs | none")
+    parser.add_argument("--clips", type=int, default=10, help="30 s spans separated again")
     parser.add_argument("--scratch", type=Path, default=None, help="keeps the models when given")
     args = parser.parse_args()
 
@@ -211,6 +237,11 @@ def main() -> None:
                       f"{s['align']:5.2f}  {r['load_before']} → {r['load_after']}",
                       flush=True)  # fmt: skip
                 print("  " + json.dumps(r), file=sys.stderr)
+        if args.separator != "none":
+            r = separation_cost(keep, args.separator, WINDOW, args.clips)
+            print(f"\nseparating the voice of {args.clips} x {WINDOW:g} s spans again "
+                  f"({args.separator}): {r['wall_sec']:.1f} s wall, {r['cpu_sec']:.1f} s CPU, "
+                  f"load avg {r['load_before']} → {r['load_after']}", flush=True)  # fmt: skip
         if args.burn_seconds > 0:
             print(f"\nburning captions into a {args.burn_seconds:g} s 1080x1920 clip")
             for name, (wall, before, after) in burn_cost(Path(temporary),
