@@ -427,11 +427,11 @@ def captioned_run(tmp_path_factory, checkpoint, tiny_separator, scripted_whisper
             "--timeline-order", "time", "-q"]  # fmt: skip
     proc = subprocess.run([sys.executable, "-m", "highlightsense", "detect", *args],
                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-    return vod, out, proc
+    return vod, out, proc, env
 
 
 def test_cli_writes_captions_everywhere(captioned_run):
-    vod, out, proc = captioned_run
+    vod, out, proc, _ = captioned_run
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "highlights.json").read_text())
     rows = summary["highlights"]
@@ -463,7 +463,7 @@ def test_cli_writes_captions_everywhere(captioned_run):
 def test_reselection_reuses_transcripts_and_a_rerun_replaces_the_output(
     captioned_run, checkpoint, tiny_separator, whisper_env, tmp_path, monkeypatch
 ):
-    vod, out, _ = captioned_run
+    vod, out, _, _ = captioned_run
     repo, name = tiny_separator
     settings = AnalysisSettings(weights=str(checkpoint), separator=name, separator_repo=str(repo),
                                 window_sec=10, use_cache=False)  # fmt: skip
@@ -483,3 +483,21 @@ def test_reselection_reuses_transcripts_and_a_rerun_replaces_the_output(
         ).stdout.split()  # fmt: skip
         assert "mov_text" in streams
     assert outputs.CAPTIONS_FILE not in {p.name for p in (tmp_path / "a").iterdir()}
+
+
+def test_readme_captions_command(captioned_run, scripted_whisper, tmp_path):
+    """The README's Captions command, as written, on the VOD of the CLI run above."""
+    from test_readme import run, shell_lines
+
+    (command,) = shell_lines("Captions")
+    vod, _, _, env = captioned_run
+    (tmp_path / "my_vod.mp4").symlink_to(vod)
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # as after install
+    done = run(command, tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    result = tmp_path / "highlights" / "my_vod"
+    rows = json.loads((result / "highlights.json").read_text())["highlights"]
+    assert rows and all(r["text"] == "gg wp" and r["language"] == "en" for r in rows)
+    assert sorted(p.name for p in (result / "clips").iterdir()) == sorted(
+        f"highlight_{r['rank']:02d}{ext}" for r in rows for ext in (".mp4", ".srt", ".vtt")
+    )
