@@ -252,8 +252,8 @@ def main() -> None:
                   f"load avg {r['load_before']} → {r['load_after']}", flush=True)  # fmt: skip
         if args.burn_seconds > 0:
             print(f"\nburning captions into a {args.burn_seconds:g} s 1080x1920 clip")
-            for name, (wall, cpu, before, after) in burn_cost(Path(temporary),
-                                                               args.burn_seconds).items():  # fmt: skip
+            burned = burn_cost(Path(temporary), args.burn_seconds)
+            for name, (wall, cpu, before, after) in burned.items():
                 print(
                     f"{name:32} {wall:6.1f} s wall {cpu:6.1f} s CPU   load avg {before} → {after}"
                 )
