@@ -52,3 +52,7 @@ class OutputError(UserError):
 class TranscriptError(UserError):
     """Speech cannot be transcribed: the Whisper model cannot be found or loaded, or a
     caption's text or language cannot be used."""
+
+
+class GpuRefused(UserError):
+    """A shared GPU (ZeroGPU) refused or stopped a call: the visitor's quota, no free GPU."""

@@ -80,14 +80,6 @@ def choice(value: object, choices: dict[str, str], label: str) -> str:
     return value
 
 
-API_CAPTIONS = ("off", "burn", "soft", "files")  # /detect's captions values
-
-
-def captions(value: object) -> str | None:
-    """A captions choice checked: None for off, else a Selection.captions mode."""
-    return None if choice(value, dict.fromkeys(API_CAPTIONS), "Captions") == "off" else str(value)
-
-
 def picks(
     top_n: object = selection.TOP_N,
     picky_by: object = "percentile",

@@ -66,7 +66,6 @@ class Job:
     renders: int = 0
     generation: int = 0  # bumped by each new selection: an older render in flight stops
     framing: Any = None  # web.framing.Framing of the vertical clips asked for; None: none
-    captions: str | None = None  # burn | soft | files asked for the clips; None: none
     frame: Any = None  # (H, W, 3) uint8 preview frame for the vertical choice, made once
     facecam: Any = None  # faces.FacecamSuggestion, asked for once
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
