@@ -22,7 +22,14 @@ from pathlib import Path
 from .errors import Cancelled, UserError
 from .outfolder import disk_error, is_disk_error
 from .progress import eta_seconds
-from .settings import DEFAULT_SEPARATOR, DEVICES, PRECISIONS, TIMELINE_ORDERS, VERTICAL_LAYOUTS
+from .settings import (
+    CAPTION_MODES,
+    DEFAULT_SEPARATOR,
+    DEVICES,
+    PRECISIONS,
+    TIMELINE_ORDERS,
+    VERTICAL_LAYOUTS,
+)
 from .timecode import format_duration, format_timestamp
 
 EXIT_USER_ERROR = 2
@@ -144,6 +151,12 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     )
     flag("--gameplay", help="stack: the gameplay region x,y,w,h (default: the whole frame)")
     flag("--center-x", help="crop: the crop's centre in pixels or as a fraction of the width")
+    flag(
+        "--captions",
+        choices=CAPTION_MODES,
+        help="captions from the voice: burn (drawn in), soft (subtitle track), files (.srt/.vtt)",
+    )
+    flag("--language", help="the speech's language for captions, an ISO code (default: detected)")
     flag("--no-cache", dest="use_cache", action="store_false", help="do not reuse cached features")
     flag("--device", choices=DEVICES, help=f"where the models run ({A.device})")
     flag("--precision", choices=PRECISIONS, help=f"separation precision ({A.precision})")
@@ -177,6 +190,8 @@ def run_detect(args: argparse.Namespace) -> int:
             f"  #{h.rank:<2} {format_timestamp(h.start_sec)}–{format_timestamp(h.end_sec)}"
             f"  confidence {h.confidence:.3f}  {clip}"
         )
+        if result.transcripts:
+            print(f"      “{result.transcripts[h.rank - 1].text or '(no speech)'}”")
     if result.vertical_note:
         print(f"Vertical clips in {result.vertical_paths[0].parent}: {result.vertical_note}")
     for path in result.timeline_paths:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import outfolder, outputs, selection, sources
+from . import outfolder, outputs, selection, sources, vertical
 from .engine import Engine
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
 from .settings import AnalysisSettings, Selection, split
+from .transcripts import Transcript, load_model, model_name
 
 VERTICAL_FOLDER = "clips_vertical"  # beside clips/
 
@@ -57,12 +58,15 @@ def render(
     progress: Progress | None = None,
     cancel: Callable[[], None] | None = None,
     media_url: str | None = None,
+    transcripts: Sequence[Transcript] | None = None,
 ) -> Result:
     """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``:
     the clips, the 9:16 clips and the editor timelines the selection asks for, and the tables.
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
     ``media_url`` is how the timelines name the source (default: its absolute file URL).
+    With ``selection.captions``, each clip's speech is transcribed (or ``transcripts`` are used,
+    in rank order: corrected ones) and captioned.
     Whatever ``cancel`` raises (it is called every few tenths of a second while clips are cut,
     also when nobody watches the progress) stops the ffmpeg runs at once.
     """
@@ -70,7 +74,22 @@ def render(
     out_dir = Path(out_dir)
     highlights, threshold, above = choose(analysis, chosen)
     result = Result(analysis, chosen, highlights, threshold, above, out_dir=out_dir)
-    stages = Stages(progress, {"clips": 1.0, "vertical": 2.0 if chosen.vertical else 0.0})
+    captioned = chosen.captions in ("burn", "soft") and analysis.info.has_video
+    stages = Stages(
+        progress,
+        {
+            "transcripts": 2.0 if chosen.captions else 0.0,
+            "clips": 1.0,
+            "vertical": 2.0 if chosen.vertical else 0.0,
+            "captions": (1.0 + (chosen.vertical is not None)) if captioned else 0.0,
+        },
+    )
+    if chosen.captions and highlights:
+        result.transcripts = list(transcripts) if transcripts is not None else (
+            outputs.transcribe_highlights(analysis, highlights, chosen.language,
+                                          progress=stages("transcripts"), cancel=cancel)
+        )  # fmt: skip
+        result.subtitle_paths = outputs.write_subtitles(result, out_dir / "clips")
     if (chosen.clips or chosen.vertical) and highlights:
         own_store = store is None
         store = out_dir / ".store" if own_store else store
@@ -83,11 +102,18 @@ def render(
                 progress=stages("clips"),
                 cancel=cancel,
             )
+            if captioned:
+                size = (analysis.info.width or 1920, analysis.info.height or 1080)
+                cut = outputs.caption_cuts(cut, highlights, result.transcripts, chosen.captions,
+                                           size, cancel, stages("captions"))  # fmt: skip
             result.clip_paths = outputs.link_clips(cut, out_dir / "clips")
         if chosen.vertical:
             cut, result.vertical_note = outputs.cut_vertical_highlights(
                 analysis, highlights, store, chosen, progress=stages("vertical"), cancel=cancel
             )
+            if captioned:
+                cut = outputs.caption_cuts(cut, highlights, result.transcripts, chosen.captions,
+                                           (vertical.WIDTH, vertical.HEIGHT), cancel)  # fmt: skip
             result.vertical_paths = outputs.link_clips(cut, out_dir / VERTICAL_FOLDER)
         if own_store:
             shutil.rmtree(store)
@@ -137,6 +163,8 @@ def detect(
     (:mod:`highlightsense.outfolder` has the rules).
     """
     engine = Engine.create(analysis_settings)
+    if chosen.captions:
+        load_model(model_name())  # a bad Whisper model fails before any work
     target = Path(out_dir) if out_dir is not None else default_out_dir(str(source))
     target = Path(os.path.abspath(target.expanduser()))
     staging = outfolder.stage(target)  # refuses a folder holding anyone else's files, first
@@ -157,7 +185,7 @@ def detect(
         outfolder.discard(staging)
         raise
     result.out_dir = target
-    for name in ("clip_paths", "vertical_paths", "timeline_paths"):
+    for name in ("clip_paths", "vertical_paths", "timeline_paths", "subtitle_paths"):
         moved = [target / p.relative_to(staging) for p in getattr(result, name)]
         setattr(result, name, moved)
     return result

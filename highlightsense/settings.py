@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ TIMELINE_FILES = {  # kind → file name written in the output folder
     "chapters": "chapters.txt",
 }
 VERTICAL_LAYOUTS = ("stack", "crop", "fit")  # see highlightsense.vertical
+CAPTION_MODES = ("burn", "soft", "files")  # see highlightsense.captions
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # Whisper's ISO 639 codes (en, de, haw, yue …)
 
 T = TypeVar("T")
 
@@ -126,6 +129,8 @@ class Selection:
     facecam: str | None = None  # stack's top region "x,y,w,h" (pixels or fractions); None: detect
     gameplay: str | None = None  # stack's bottom region; None: the whole frame
     center_x: str | None = None  # crop's centre (pixels or a fraction of the width); None: middle
+    captions: str | None = None  # burn, soft or files: captions from the voice (None: none)
+    language: str | None = None  # the speech's ISO code for captions (None: detected)
 
     def __post_init__(self) -> None:
         selection.check_settings(self.percentile, self.threshold, self.nms_sec, self.top_n)
@@ -142,6 +147,15 @@ class Selection:
             raise SettingsError(
                 f"The vertical layout must be one of {', '.join(VERTICAL_LAYOUTS)} "
                 f"(got {self.vertical!r})."
+            )
+
+        if self.captions is not None and self.captions not in CAPTION_MODES:
+            raise SettingsError(
+                f"Captions must be one of {', '.join(CAPTION_MODES)} (got {self.captions!r})."
+            )
+        if self.language is not None and not LANGUAGE_CODE.fullmatch(str(self.language)):
+            raise SettingsError(
+                f"The language must be an ISO code such as en, de or fr (got {self.language!r})."
             )
 
     @classmethod
