@@ -312,15 +312,16 @@ def test_requests_are_sized_from_the_covered_seconds():
 def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoint):
     """``python app.py`` imports the real spaces first (before torch, as ZeroGPU needs), and
     without ZeroGPU a /detect call analyses and cuts in the app's own process."""
+    from app_server import app_env, shared_vod, start_app
     from gradio_client import Client, handle_file
-    from test_app import app_env, detect, shared_vod, start_app
 
     home = tmp_path_factory.mktemp("spaces-app")
     env = app_env(tmp_path_factory, checkpoint, home) | {"PYTHONPROFILEIMPORTTIME": "1"}
     app = start_app(env, home)
     try:
-        report, archive, clips, *_ = detect(
-            Client(app.url), handle_file(str(shared_vod(tmp_path_factory)))
+        vod = handle_file(str(shared_vod(tmp_path_factory)))
+        report, archive, clips, *_ = Client(app.url).predict(
+            vod, "", 3, 50.0, None, 5.0, 0.0, 0.0, "exact", api_name="/detect"
         )
     finally:
         app.stop()
