@@ -1,0 +1,383 @@
+"""``highlightsense batch`` on one machine: real media, real models, real subprocesses.
+
+Each VOD's folder must equal what ``detect`` writes for it alone (byte for byte for the tables),
+a broken VOD fails alone with its sentence, the state makes a second run do nothing, and every
+bad input of issue 24 gets one sentence without touching anything outside the output.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+from conftest import make_media
+
+from highlightsense import batch as batch_module
+from highlightsense import outfolder, pipeline
+from highlightsense.batch import batch
+from highlightsense.batch_report import digest_rows
+from highlightsense.errors import OutputError, SourceError, UserError
+from highlightsense.settings import AnalysisSettings, Selection
+
+WINDOW, STRIDE = 10.0, 5.0  # s: several windows in a 40 s VOD
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, checkpoint, tiny_separator):
+    repo, name = tiny_separator
+    values = {
+        "HIGHLIGHTSENSE_CACHE": str(tmp_path_factory.mktemp("cache")),
+        "HIGHLIGHTSENSE_WEIGHTS": str(checkpoint),
+        "HIGHLIGHTSENSE_SEPARATOR": name,
+        "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in values.items():
+            patch.setenv(key, value)
+        yield values
+
+
+@pytest.fixture(scope="module")
+def settings(env):
+    return AnalysisSettings(window_sec=WINDOW, stride_sec=STRIDE, device="cpu")
+
+
+CHOSEN = Selection(percentile=0, top_n=3, timelines=("otio", "edl"))
+
+
+@pytest.fixture(scope="module")
+def vods(tmp_path_factory):
+    """Two good VODs (one in a subfolder, one audio-only) and a broken one, in one folder."""
+    folder = tmp_path_factory.mktemp("vods")
+    first = make_media(folder / "day one.mp4", 40, loud_spans=((12, 16),))
+    second = make_media(folder / "week" / "day two.m4a", 35, video=False, loud_spans=((25, 30),))
+    broken = folder / "week" / "broken.mkv"
+    broken.write_bytes(b"\x1aE\xdf\xa3 this is not a video" * 50)
+    (folder / "notes.txt").write_text("not media\n")
+    return folder, first, second, broken
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, vods, settings):
+    folder, first, second, broken = vods
+    out = tmp_path_factory.mktemp("batch") / "out"
+    seen = []
+    result = batch([folder, first], out, settings, CHOSEN, digest=4, on_vod=seen.append)
+    return out, result, seen
+
+
+def test_each_vod_folder_equals_a_detect_run(first_run, vods, settings, tmp_path):
+    out, result, seen = first_run
+    folder, first, second, broken = vods
+    assert result.duplicates == 1  # `first` came twice: once alone, once in the folder
+    assert [r.source for r in result.rows] == [str(first), str(broken), str(second)]
+    assert [r.status for r in result.rows] == ["done", "failed", "done"]
+    assert len(seen) == 3
+    compared = 0
+    for vod, row in ((first, result.rows[0]), (second, result.rows[2])):
+        alone = pipeline.detect(vod, settings, CHOSEN, out_dir=tmp_path / row.folder)
+        for name in ("scores.csv", "highlights.csv", "timeline.otio", "timeline.edl"):
+            assert (out / row.folder / name).read_bytes() == (alone.out_dir / name).read_bytes()
+            compared += 1
+        clips = sorted(p.name for p in (out / row.folder / "clips").iterdir())
+        assert clips == sorted(p.name for p in (alone.out_dir / "clips").iterdir())
+        assert row.highlights == len(alone.highlights) == len(clips) >= 2
+        assert row.top_confidence == pytest.approx(alone.highlights[0].confidence, abs=1e-6)
+        assert row.top_start_sec == pytest.approx(alone.highlights[0].start_sec, abs=1e-3)
+        assert row.duration_sec == pytest.approx(alone.analysis.duration, abs=1e-3)
+        assert outfolder.is_ours(out / row.folder)
+    assert compared == 8
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
+
+
+def test_broken_vod_row_carries_its_sentence(first_run):
+    out, result, _ = first_run
+    row = result.rows[1]
+    assert row.folder == "broken" and not (out / "broken").exists()
+    assert "broken.mkv" in row.error and row.error.endswith(".") and "\n" not in row.error
+    (line,) = [r for r in read_csv(out / "batch.csv") if r["status"] == "failed"]
+    assert line["error"] == row.error and line["highlights"] == "0"
+
+
+def test_report_files_agree_with_the_rows(first_run):
+    out, result, _ = first_run
+    table = read_csv(out / "batch.csv")
+    summary = json.loads((out / "batch.json").read_text())
+    assert [r["folder"] for r in table] == [r.folder for r in result.rows]
+    assert summary["vods"] == 3 and summary["done"] == 2 and summary["failed"] == 1
+    for line, row in zip(table, result.rows, strict=True):
+        assert line["status"] == row.status
+        if row.status == "done":
+            highlights = read_csv(out / row.folder / "highlights.csv")
+            assert int(line["highlights"]) == len(highlights)
+            assert float(line["top_confidence"]) == pytest.approx(
+                float(highlights[0]["confidence"])
+            )
+            assert float(line["top_start_sec"]) == float(highlights[0]["start_sec"])
+
+
+def test_digest_is_the_best_moments_of_all_vods(first_run):
+    out, result, _ = first_run
+    every = [
+        (float(h["confidence"]), row.folder, h["start_sec"])
+        for row in result.rows
+        if row.status == "done"
+        for h in read_csv(out / row.folder / "highlights.csv")
+    ]
+    best = sorted(every, key=lambda t: -t[0])[:4]
+    digest = read_csv(out / "digest.csv")
+    assert [(float(d["confidence"]), d["folder"], d["start_sec"]) for d in digest] == best
+    assert [int(d["rank"]) for d in digest] == [1, 2, 3, 4]
+    for d in digest:
+        assert (out / d["clip_path"]).is_file()
+    timeline = otio.adapters.read_from_file(str(out / "digest.otio"))
+    video, audio = timeline.tracks
+    assert len(video) == len(audio) == 4
+    for d, clip in zip(digest, audio, strict=True):
+        source = next(r.source for r in result.rows if r.folder == d["folder"])
+        assert clip.media_reference.target_url == Path(source).absolute().as_uri()
+        start = clip.source_range.start_time.to_seconds()
+        assert start == pytest.approx(float(d["start_sec"]), abs=0.05)
+    markers = [m for item in video for m in getattr(item, "markers", [])]
+    markers += [m for item in audio for m in item.markers]
+    assert len(markers) == 4 and all(
+        d["folder"] in m.comment for d, m in zip(digest, markers, strict=True)
+    )
+    assert (out / "digest.edl").read_text().startswith("TITLE:")
+
+
+def test_index_html_links_are_relative_and_exist(first_run):
+    import re
+    from urllib.parse import unquote
+
+    out, result, _ = first_run
+    page = (out / "index.html").read_text()
+    links = re.findall(r"(?:href|src)='([^']+)'", page)
+    assert len(links) >= 2 * 2 + 2 * 3  # plot and table per done VOD, 3 clips each
+    for link in links:
+        assert "://" not in link and not link.startswith("/")
+        assert (out / unquote(link)).is_file(), link
+    assert page.count("<svg") == 2 and "not a video" not in page
+    assert (
+        result.rows[1].error.split(";")[0].replace("`", "&#x27;")[:10] in page or "failed" in page
+    )
+
+
+def test_a_second_run_does_nothing_and_new_selection_reuses_the_analysis(first_run, vods, settings):
+    out, result, _ = first_run
+    folder, first, second, broken = vods
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if "clips" in p.parts}
+    again = batch([folder], out, settings, CHOSEN, digest=4)
+    statuses = {r.folder: r.status for r in again.rows}
+    assert statuses == {"day one": "skipped", "broken": "failed", "day two": "skipped"}
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if "clips" in p.parts}
+    fewer = batch([folder], out, settings, Selection(percentile=50, top_n=1), digest=4)
+    assert [r.highlights for r in fewer.rows if r.status == "done"] == [1, 1]
+    for row in fewer.rows:
+        if row.status == "done":
+            summary = json.loads((out / row.folder / "highlights.json").read_text())
+            assert summary["features_from_cache"] is True
+
+
+def test_names_are_made_unique_without_touching_a_users_file(env, settings, tmp_path):
+    a = make_media(tmp_path / "a" / "clip.mp4", 20)
+    b = make_media(tmp_path / "b" / "clip.mp4", 20, loud_spans=((5, 8),))
+    out = tmp_path / "out"
+    result = batch([a], out, settings, Selection(clips=False))
+    (out / "clip-2").mkdir()
+    (out / "clip-2" / "mine.txt").write_text("keep me")
+    result = batch([a, b], out, settings, Selection(clips=False))
+    assert [r.folder for r in result.rows] == ["clip", "clip-3"]
+    assert [r.status for r in result.rows] == ["skipped", "done"]
+    assert (out / "clip-2" / "mine.txt").read_text() == "keep me"
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_folder_without_media_is_one_sentence_and_nothing_is_made(env, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(UserError, match="holds no media files"):
+        batch([empty], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_users_folder_as_out_is_refused_untouched(env, vods, tmp_path):
+    folder = vods[0]
+    mine = tmp_path / "Videos"
+    mine.mkdir()
+    (mine / "holiday.mp4").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="did not write"):
+        batch([folder], mine)
+    assert [p.name for p in mine.iterdir()] == ["holiday.mp4"]
+
+
+def test_link_that_is_not_a_vod_is_refused_before_any_work(env, tmp_path):
+    with pytest.raises(SourceError, match="not a supported link"):
+        batch(["https://example.com/videos/1"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_list_with_garbage_lines_fails_those_lines_only(env, settings, vods, tmp_path):
+    _, first, *_ = vods
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        f"# my week\n{first}  # monday\n\nnot a file at all\nhttps://example.com/x\n"
+        f"{first}\n\x00\x01garbage\n"
+    )
+    result = batch([f"@{listing}"], tmp_path / "out", settings, Selection(clips=False))
+    assert result.duplicates == 1
+    statuses = [(r.status, r.error.split(":")[0]) for r in result.rows]
+    assert statuses == [
+        ("done", ""),
+        ("failed", "line 4 of list.txt"),
+        ("failed", "line 5 of list.txt"),
+        ("failed", "line 7 of list.txt"),
+    ]
+    assert "neither a file nor a supported link" in result.rows[1].error
+    assert "not a supported link" in result.rows[2].error
+
+
+def test_ten_thousand_line_list_is_streamed(tmp_path):
+    listing = tmp_path / "big.txt"
+    vod = tmp_path / "v.mp4"
+    vod.write_bytes(b"x")
+    comment = "# " + "c" * 400
+    with open(listing, "w") as file:
+        for number in range(10_000):
+            file.write(f"{vod if number % 2 else comment}\n")
+    size = listing.stat().st_size  # ≈ 2.0 MB
+    tracemalloc.start()
+    jobs, duplicates = batch_module.expand([f"@{listing}"], out_dir=tmp_path / "out")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(jobs) == 1 and duplicates == 4999
+    assert peak < size / 10  # one line at a time, not the file
+
+
+def test_channel_links_are_recognised_and_filtered_without_network():
+    check = batch_module.check_channel_link
+    assert check("twitch.tv/some_streamer/videos") == "https://www.twitch.tv/some_streamer/videos"
+    assert check("https://www.youtube.com/playlist?list=PLabc-_1") == (
+        "https://www.youtube.com/playlist?list=PLabc-_1"
+    )
+    for bad in (
+        "https://www.twitch.tv/videos/1",
+        "http://twitch.tv/a/videos",
+        "https://x.tv/a/videos",
+    ):
+        assert not batch_module.is_channel_link(bad)
+    entries = [
+        {"url": "https://www.twitch.tv/videos/11", "timestamp": 1_700_000_000},  # 2023-11-14
+        {"url": "https://www.twitch.tv/videos/12", "upload_date": "20231110"},
+        {"url": "https://www.twitch.tv/videos/13"},  # says no date: kept
+        {"url": "https://www.twitch.tv/clip/abc", "upload_date": "20231120"},  # not a VOD
+    ]
+    since = datetime.date(2023, 11, 12)
+    assert batch_module.vod_links(entries, since) == [
+        "https://www.twitch.tv/videos/11",
+        "https://www.twitch.tv/videos/13",
+    ]
+    assert batch_module.vod_links(entries, None)[1] == "https://www.twitch.tv/videos/12"
+    assert batch_module.vod_links([], None) == []
+
+
+def test_digest_rows_rank_across_vods():
+    rows = [
+        batch_module.VodRow("a", "a", "done", picks=[_pick(1, 0.9), _pick(2, 0.5)]),
+        batch_module.VodRow("b", "b", "failed", picks=[_pick(1, 0.99)]),
+        batch_module.VodRow("c", "c", "skipped", picks=[_pick(1, 0.7)]),
+    ]
+    best = digest_rows(rows, 2)
+    assert [(d["folder"], d["confidence"], d["rank"]) for d in best] == [
+        ("a", 0.9, 1),
+        ("c", 0.7, 2),
+    ]
+
+
+def _pick(rank: int, confidence: float) -> dict:
+    return {"rank": rank, "start_sec": 1.0, "end_sec": 2.0, "confidence": confidence,
+            "clip_path": "", "why": ""}  # fmt: skip
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "highlightsense", "batch", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+
+
+def test_cli_exit_codes_and_summary(env, vods, tmp_path):
+    folder, *_ = vods
+    out = tmp_path / "out"
+    flags = ["--window", "10", "--percentile", "50", "--top-n", "2", "--copy"]
+    proc = run_cli(str(folder), "-o", str(out), *flags, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "2 of 3 VODs done; 1 failed (see batch.csv)."
+    assert proc.stderr.count("\ndone    ") + proc.stderr.startswith("done    ") >= 2
+    assert "failed  broken: " in proc.stderr
+    quiet = run_cli(str(folder / "day one.mp4"), "-o", str(tmp_path / "q"), *flags, "-q", env=env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.strip().splitlines()[-1] == "1 of 1 VODs done."
+    refused = run_cli(str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"), env=env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert refused.stderr.startswith("error: ") and not (tmp_path / "o2").exists()
+
+
+def test_sigterm_keeps_finished_vods_and_a_rerun_completes(env, tmp_path):
+    folder = tmp_path / "vods"
+    names = [f"v{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        make_media(folder / f"{name}.mp4", 40 + 5 * i, loud_spans=((10, 14),))
+    out = tmp_path / "out"
+    args = [str(folder), "-o", str(out), "--window", "10", "--percentile", "50", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "highlightsense", "batch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "v0" / "highlights.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 143:  # stopped mid-batch (it may also have finished in the meantime)
+        assert stderr.strip().splitlines()[-1].startswith("error: terminated")
+    else:
+        assert proc.returncode == 0, stderr
+    assert outfolder.is_ours(out / "v0")
+    leftovers = [p for p in out.rglob(".*partial*")]
+    assert leftovers == []
+    incomplete = [n for n in names if (out / n).exists() and not outfolder.is_ours(out / n)]
+    assert incomplete == []
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    table = read_csv(out / "batch.csv")
+    assert [r["status"] for r in table][0] == "skipped"
+    assert all(r["status"] in ("done", "skipped") for r in table) and len(table) == 3
