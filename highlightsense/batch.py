@@ -32,7 +32,7 @@ from typing import Any
 
 from . import outfolder, pipeline, sources
 from .engine import Engine
-from .errors import Cancelled, OutputError, SourceError, UserError
+from .errors import Cancelled, OutputError, SettingsError, SourceError, UserError
 from .progress import Progress
 from .results import Analysis
 from .settings import AnalysisSettings, Selection
@@ -45,6 +45,7 @@ MAX_VODS = 100_000  # jobs in one batch at most (a 10 000-line list is fine)
 MAX_LINE_CHARS = 4096  # characters of one line of a list file
 MAX_LIST_BYTES = 64 << 20  # bytes of one list file
 MAX_CHANNEL_VODS = 1000  # VODs a channel page or playlist expands to at most
+MAX_DIGEST = 1000  # moments in the digest at most
 MAX_FOLDER_NAME = 80  # characters of a VOD's folder name (before the -2, -3 … suffix)
 MARKER = ".highlightsense-batch"  # file in a batch output: says the folder is ours
 MARKER_TEXT = "A HighlightSense batch output; running the same batch again resumes it.\n"
@@ -637,9 +638,15 @@ def batch(
     """
     from . import batch_report
 
-    if executor not in ("local", "ray"):
-        raise UserError(f"The executor must be local or ray (got {executor!r}).")
     settings, chosen = settings or AnalysisSettings(), selection or Selection()
+    if executor not in ("local", "ray"):
+        raise SettingsError(f"The executor must be local or ray (got {executor!r}).")
+    if executor == "ray" and settings.keep_stems:
+        raise SettingsError("--keep-stems is not available with --executor ray; run it locally.")
+    if not 0 <= digest <= MAX_DIGEST:
+        raise SettingsError(f"The digest holds 0 to {MAX_DIGEST} moments (got {digest}).")
+    if not 1 <= limit <= MAX_CHANNEL_VODS:
+        raise SettingsError(f"--limit must be between 1 and {MAX_CHANNEL_VODS} (got {limit}).")
     target = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_out_dir(target)
     jobs, duplicates = expand(inputs, out_dir=target, limit=limit, since=since)

@@ -3,10 +3,11 @@
 Shape: one actor per GPU (or per :data:`CPUS_PER_ACTOR` CPUs when the cluster has none) holds an
 :class:`~highlightsense.engine.Engine` whose models it loads once, and analyses one VOD at a time
 (a link is downloaded by the actor that analyses it); cutting the clips and writing the tables is
-a CPU task. Inputs and the output folder must be on a path every node sees (a shared file
-system). Ray's own retries cover a worker that dies: a killed actor is restarted and its VOD
-analysed again (``max_restarts`` / ``max_task_retries``), a killed cutting task is re-run
-(``max_retries``), and the folder it left half-written is swept by the next attempt.
+a CPU task, which stages the VOD's folder (so keeping the stems is a local-only option). Inputs
+and the output folder must be on a path every node sees (a shared file system). Ray's own
+retries cover a worker that dies: a killed actor is restarted and its VOD analysed again
+(``max_restarts`` / ``max_task_retries``), a killed cutting task is re-run (``max_retries``),
+and the folder it left half-written is swept by the next attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import batch
+from . import batch, outfolder
 from .engine import Engine
 from .errors import UserError
 from .settings import Selection
@@ -47,20 +48,25 @@ class Analyser:
     def pid(self) -> int:
         return os.getpid()
 
-    def analyse(self, job: batch.Job, target: Path) -> tuple[float, Any, Any]:
-        """(start time, staging folder, Analysis), or (start time, None, failed row)."""
+    def analyse(self, job: batch.Job, target: Path) -> tuple[float, bool, Any]:
+        """(start time, True, Analysis), or (start time, False, failed row)."""
         began = time.time()
         try:
-            staging, analysis = batch.analyse(self.engine, batch.prepare(job), target)
+            outfolder.check(target)  # a user's folder is refused before the work
+            analysis = self.engine.analyze(batch.prepare(job))
         except Exception as err:  # the VOD's failure is its row; the actor lives on
-            return began, None, batch.failed_row(job, target.name, err, began)
-        return began, staging, analysis
+            return began, False, batch.failed_row(job, target.name, err, began)
+        return began, True, analysis
 
 
-def finish(job, analysis, chosen: Selection, staging: Path, target: Path, began: float):
-    """A CPU task: cut the clips, write the tables and put the VOD's folder in place."""
+def finish(job, analysis, chosen: Selection, target: Path, began: float):
+    """A CPU task: cut the clips, write the tables and put the VOD's folder in place.
+
+    The task stages the folder itself: a staging folder is swept once the process named in it
+    is gone, so one made by an actor that was then killed must not be the one written into.
+    """
     try:
-        return batch.finish(job, analysis, chosen, staging, target, began)
+        return batch.finish(job, analysis, chosen, outfolder.stage(target), target, began)
     except Exception as err:
         return batch.failed_row(job, target.name, err, began)
 
@@ -84,7 +90,7 @@ def _get(ray: Any, ref: Any, job: batch.Job, folder: str, with_time: bool = Fals
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         died = UserError(f"The Ray worker running it died ({reason}); run the batch again.")
         row = batch.failed_row(job, folder, died, began)
-        return (began, None, row) if with_time else row
+        return (began, False, row) if with_time else row
 
 
 def run(
@@ -126,11 +132,11 @@ def run(
             if waiting:
                 next_job, next_target = waiting.pop()
                 busy[actor.analyse.remote(next_job, next_target)] = (actor, next_job, next_target)
-            began, staging, outcome = _get(ray, ref, job, target.name, with_time=True)
-            if staging is None:
+            began, analysed, outcome = _get(ray, ref, job, target.name, with_time=True)
+            if not analysed:
                 finished(outcome)
             else:
-                cutting[cut.remote(job, outcome, chosen, staging, target, began)] = job, target
+                cutting[cut.remote(job, outcome, chosen, target, began)] = job, target
     finally:
         if started:
             ray.shutdown()
