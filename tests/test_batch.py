@@ -367,10 +367,9 @@ def test_sigterm_keeps_finished_vods_and_a_rerun_completes(env, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
-    if proc.returncode == 143:  # stopped mid-batch (it may also have finished in the meantime)
-        assert stderr.strip().splitlines()[-1].startswith("error: terminated")
-    else:
-        assert proc.returncode == 0, stderr
+    assert proc.returncode == 143, stderr  # stopped in the middle of v1 (each takes seconds)
+    assert stderr.strip().splitlines()[-1].startswith("error: terminated")
+    assert not (out / "v2").exists()
     assert outfolder.is_ours(out / "v0")
     leftovers = [p for p in out.rglob(".*partial*")]
     assert leftovers == []
@@ -381,3 +380,52 @@ def test_sigterm_keeps_finished_vods_and_a_rerun_completes(env, tmp_path):
     table = read_csv(out / "batch.csv")
     assert [r["status"] for r in table][0] == "skipped"
     assert all(r["status"] in ("done", "skipped") for r in table) and len(table) == 3
+
+
+def test_without_ray_the_executor_says_how_to_install_it(env, vods, tmp_path):
+    first = vods[1]
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+        "from highlightsense import cli\n"
+        f"sys.exit(cli.main(['batch', {str(first)!r}, '-o', {str(tmp_path / 'out')!r},"
+        " '--window', '10', '--executor', 'ray', '-q']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {batch_module_ray().INSTALL}"]
+
+
+def batch_module_ray():
+    from highlightsense import batch_ray
+
+    return batch_ray
+
+
+def test_only_the_ray_executor_imports_ray():
+    code = (
+        "import sys\n"
+        "from highlightsense import batch, batch_report, cli\n"
+        "cli.build_parser().parse_args(['batch', 'x', '-o', 'y'])\n"
+        "print('ray' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_benchmark_prints_its_table(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch.py"
+    command = [
+        sys.executable, str(script), "--vods", "2", "--minutes", "0.25", "--separator", "tiny",
+        "--scratch", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    wall = next(line for line in lines if line.startswith("wall (s, median)")).split()
+    assert float(wall[-2]) > 0 and float(wall[-1]) > 0
+    separate = next(line for line in lines if "separate+features" in line).split()
+    assert float(separate[-2]) > 0 and float(separate[-1]) > 0  # both arms analysed 2 VODs
+    assert float(lines[-1].split()[-1]) > 0  # the ratio
