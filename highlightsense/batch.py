@@ -434,14 +434,18 @@ def folder_names(jobs: list[Job], out_dir: Path, state: State) -> dict[str, str]
 # --- one VOD's steps (shared with the Ray executor) --------------------------------------------
 
 
-def prepare(job: Job, download_dir: Path | None = None) -> Path:
-    """The local file of ``job``: a link is downloaded (into the cache unless told where)."""
+def prepare(
+    job: Job, download_dir: Path | None = None, cancel: Callable[[], None] | None = None
+) -> Path:
+    """The local file of ``job``: a link is downloaded (into the cache unless told where);
+    whatever ``cancel`` raises stops the download."""
     if job.error:
         raise UserError(job.error)
     if sources.is_url(job.source):
         from .files import cache_dir
 
-        return sources.fetch(job.source, download_dir or cache_dir() / "downloads")
+        folder = download_dir or cache_dir() / "downloads"
+        return sources.fetch(job.source, folder, cancel=cancel)
     return Path(job.source)
 
 
@@ -563,7 +567,7 @@ def run_local(
     def prepared(job: Job) -> tuple[float, Path | BaseException]:
         began = time.time()
         try:
-            return began, prepare(job)
+            return began, prepare(job, cancel=cancel)  # Ctrl-C must not wait for a download
         except Exception as err:
             return began, err
 

@@ -429,3 +429,31 @@ def test_benchmark_prints_its_table(tmp_path):
     separate = next(line for line in lines if "separate+features" in line).split()
     assert float(separate[-2]) > 0 and float(separate[-1]) > 0  # both arms analysed 2 VODs
     assert float(lines[-1].split()[-1]) > 0  # the ratio
+
+
+def test_readme_many_vods_commands(env, tmp_path):
+    """README's "Many VODs" commands: the local one runs as written; the cluster recipe starts
+    Ray (not run here) and then runs the same command with --executor ray, which parses."""
+    import shlex
+
+    from test_readme import as_argv, shell_lines
+
+    from highlightsense import cli
+
+    local, head, worker, cluster = shell_lines("Many VODs")
+    assert local == "python -m highlightsense batch my_week/ -o my_week_highlights"
+    make_media(tmp_path / "my_week" / "monday.mp4", 20, loud_spans=((5, 8),))
+    make_media(tmp_path / "my_week" / "tuesday.mp4", 25, loud_spans=((12, 15),))
+    done = subprocess.run(
+        as_argv(local), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "2 of 2 VODs done."
+    table = read_csv(tmp_path / "my_week_highlights" / "batch.csv")
+    assert [(r["folder"], r["status"]) for r in table] == [("monday", "done"), ("tuesday", "done")]
+    assert head.startswith("ray start --head") and worker.startswith("ray start --address=")
+    argv = shlex.split(cluster)
+    assert argv[:4] == ["python", "-m", "highlightsense", "batch"]
+    args = cli.build_parser().parse_args(argv[3:])
+    assert (args.executor, args.ray_address) == ("ray", "HEAD_IP:6379")
