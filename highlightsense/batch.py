@@ -199,7 +199,7 @@ def _media_in(folder: Path, skip: Path) -> Iterator[Path]:
         shown = _shown(str(folder))
         raise UserError(f"Could not read the folder {shown} ({err.strerror}).") from err
     for entry in entries:
-        if entry.name.startswith(".") or entry == skip or entry.is_symlink():
+        if entry.name.startswith(".") or entry.absolute() == skip or entry.is_symlink():
             continue
         if entry.is_dir():
             yield from _media_in(entry, skip)

@@ -457,3 +457,13 @@ def test_readme_many_vods_commands(env, tmp_path):
     assert argv[:4] == ["python", "-m", "highlightsense", "batch"]
     args = cli.build_parser().parse_args(argv[3:])
     assert (args.executor, args.ray_address) == ("ray", "HEAD_IP:6379")
+
+
+def test_an_out_inside_the_input_folder_is_not_searched(env, settings, tmp_path, monkeypatch):
+    make_media(tmp_path / "week" / "only.mp4", 20, loud_spans=((5, 8),))
+    monkeypatch.chdir(tmp_path)
+    first = batch(["week"], "week/out", settings, Selection(percentile=0, top_n=2))
+    assert [r.status for r in first.rows] == ["done"]
+    assert len(list((tmp_path / "week" / "out" / "only" / "clips").iterdir())) >= 1
+    again = batch(["week"], "week/out", settings, Selection(percentile=0, top_n=2))
+    assert [(r.folder, r.status) for r in again.rows] == [("only", "skipped")]
