@@ -467,3 +467,22 @@ def test_an_out_inside_the_input_folder_is_not_searched(env, settings, tmp_path,
     assert len(list((tmp_path / "week" / "out" / "only" / "clips").iterdir())) >= 1
     again = batch(["week"], "week/out", settings, Selection(percentile=0, top_n=2))
     assert [(r.folder, r.status) for r in again.rows] == [("only", "skipped")]
+
+
+def test_a_channel_with_no_vods_is_one_sentence(env, tmp_path, monkeypatch):
+    """The network is out of reach here: yt-dlp's answer for the channel page is stood in for,
+    everything after it (filtering, the sentence, nothing written) is the real code."""
+    asked = []
+
+    def entries(url: str, limit: int) -> list:
+        asked.append((url, limit))
+        return [{"url": "https://www.twitch.tv/videos/5", "upload_date": "20200101"}]
+
+    monkeypatch.setattr(batch_module, "channel_entries", entries)
+    since = datetime.date(2021, 1, 1)
+    with pytest.raises(SourceError, match=r"lists no VODs since 2021-01-01; check"):
+        batch(["twitch.tv/quiet_one/videos"], tmp_path / "out", limit=7, since=since)
+    assert asked == [("https://www.twitch.tv/quiet_one/videos", 7)]
+    assert not (tmp_path / "out").exists()
+    jobs, _ = batch_module.expand(["https://www.twitch.tv/quiet_one/videos"], out_dir=tmp_path)
+    assert [j.source for j in jobs] == ["https://www.twitch.tv/videos/5"]
