@@ -25,6 +25,7 @@ from .settings import Selection
 
 CPUS_PER_ACTOR = 4  # CPUs an analysing actor takes on a cluster without GPUs
 CUT_CPUS = 1  # CPUs kept free for the cutting tasks
+ENV_PREFIX = "HIGHLIGHTSENSE_"  # the variables a worker needs as the driver has them
 RETRIES = 3  # restarts of a dead actor, and re-runs of a task whose worker died
 INSTALL = (
     'Ray is not installed; run `pip install "highlightsense[ray]"` (or -r requirements-ray.txt).'
@@ -109,10 +110,16 @@ def run(
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         count, options = actor_plan(ray.cluster_resources())
+        # Workers on other nodes do not inherit this process's environment: the settings that
+        # come from it (weights, separator, cache, limits) travel with them.
+        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+        options["runtime_env"] = {"env_vars": env}
         actor_class = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **options)(
             Analyser
         )
-        cut = ray.remote(num_cpus=CUT_CPUS, max_retries=RETRIES)(finish)
+        cut = ray.remote(num_cpus=CUT_CPUS, max_retries=RETRIES, runtime_env={"env_vars": env})(
+            finish
+        )
         actors = [actor_class.remote(engine) for _ in range(min(count, len(todo)))]
         waiting = list(reversed(todo))
         busy: dict[Any, tuple[Any, batch.Job, Path]] = {}  # analysis ref → (actor, job, target)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from .errors import UserError
 from .files import write_atomic
 from .timecode import format_timestamp
 
@@ -167,8 +168,13 @@ def digest_timelines(digest: Sequence[dict], kinds: Sequence[str], out_dir: Path
     audio = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)
     for item in digest:
         if item["media"] not in infos:
-            infos[item["media"]] = media.probe(item["media"])
+            try:
+                infos[item["media"]] = media.probe(item["media"])
+            except UserError:  # moved or deleted since it was analysed: left out of the cut
+                infos[item["media"]] = None
         info = infos[item["media"]]
+        if info is None:
+            continue
         marker = timelines.Marker(
             rank=item["rank"],
             start_sec=item["start_sec"],
@@ -189,7 +195,10 @@ def digest_timelines(digest: Sequence[dict], kinds: Sequence[str], out_dir: Path
             audio.append(clips[0])
     # The formats' writers take one media's facts (its rate, whether it has a picture): those of
     # a video when there is one; audio alone gets one sound track, as build_timeline does.
-    first = next((i for i in infos.values() if i.has_video), next(iter(infos.values())))
+    found = [info for info in infos.values() if info is not None]
+    if not found:
+        return []
+    first = next((i for i in found if i.has_video), found[0])
     tracks = [video, audio] if first.has_video else [audio]
     timeline = otio.schema.Timeline(name="best of the batch", tracks=tracks)
     timeline.global_start_time = otio.opentime.RationalTime(
