@@ -110,16 +110,15 @@ def run(
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         count, options = actor_plan(ray.cluster_resources())
-        # Workers on other nodes do not inherit this process's environment: the settings that
-        # come from it (weights, separator, cache, limits) travel with them.
+        # Workers on other nodes do not inherit this process's environment: on a cluster the
+        # settings that come from it (weights, separator, cache, limits) travel with them (a
+        # local runtime's workers inherit it, and start seconds sooner without a runtime_env).
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
-        options["runtime_env"] = {"env_vars": env}
-        actor_class = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **options)(
-            Analyser
-        )
-        cut = ray.remote(num_cpus=CUT_CPUS, max_retries=RETRIES, runtime_env={"env_vars": env})(
-            finish
-        )
+        travel = {"runtime_env": {"env_vars": env}} if address is not None else {}
+        actor_class = ray.remote(
+            max_restarts=RETRIES, max_task_retries=RETRIES, **options, **travel
+        )(Analyser)
+        cut = ray.remote(num_cpus=CUT_CPUS, max_retries=RETRIES, **travel)(finish)
         actors = [actor_class.remote(engine) for _ in range(min(count, len(todo)))]
         waiting = list(reversed(todo))
         busy: dict[Any, tuple[Any, batch.Job, Path]] = {}  # analysis ref → (actor, job, target)
