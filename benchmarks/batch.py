@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (after the path set-up above)
 
 SCRIPT = Path(__file__).resolve()
+ROOT = {"PYTHONPATH": str(SCRIPT.parents[1])}  # `-m highlightsense` from this checkout, anywhere
 ARMS = ("sequential detect", "batch")
 FLAGS = ["--no-cache", "--device", "cpu", "-q"]  # both arms
 STAGES = ("probe", "separate+features", "score", "clips")  # highlights.json "seconds" keys
@@ -63,7 +64,9 @@ def run_arm(config: dict) -> dict:
     out = Path(tempfile.mkdtemp(prefix="out-", dir=config["scratch"])) / "out"
     began = time.perf_counter()
     for command in commands(config, out):
-        subprocess.run(command, check=True, timeout=24 * 3600, env={**os.environ, **config["env"]})
+        subprocess.run(
+            command, check=True, timeout=24 * 3600, env={**os.environ, **config["env"], **ROOT}
+        )
     wall = time.perf_counter() - began
     stages = dict.fromkeys(STAGES, 0.0)
     for summary in out.glob("*/highlights.json"):

@@ -514,18 +514,6 @@ def failed_row(job: Job, folder: str, err: BaseException, began: float) -> VodRo
     )
 
 
-def process(
-    engine: Engine, job: Job, chosen: Selection, target: Path, download_dir: Path | None = None
-) -> VodRow:
-    """One VOD from start to end, its failure turned into a row (the Ray actor's unit)."""
-    began = time.time()
-    try:
-        staging, analysis = analyse(engine, prepare(job, download_dir), target)
-        return finish(job, analysis, chosen, staging, target, began)
-    except Exception as err:  # one VOD's failure is its row; the batch goes on
-        return failed_row(job, target.name, err, began)
-
-
 # --- the local executor ------------------------------------------------------------------------
 
 
