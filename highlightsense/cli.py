@@ -221,19 +221,22 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .batch import FAILED, batch
+    from .batch import FAILED, VodRow, batch
     from .settings import AnalysisSettings, Selection
 
     settings, chosen = AnalysisSettings.pick(vars(args)), Selection.pick(vars(args))
 
-    def line(row) -> None:
+    bar = None if args.quiet else ProgressBar()
+
+    def line(row: VodRow) -> None:
+        """One line per finished VOD, above the bar (a terminal's bar line is cleared first)."""
+        clear = "\r\033[K" if bar is not None and bar.tty else ""
         if row.status == FAILED:
-            print(f"failed  {row.folder}: {row.error}", file=sys.stderr)
+            print(f"{clear}failed  {row.folder}: {row.error}", file=sys.stderr)
         else:
             top = f", best at {format_timestamp(row.top_start_sec)}" if row.highlights else ""
-            print(f"done    {row.folder}: {row.highlights} highlights{top}", file=sys.stderr)
+            print(f"{clear}done    {row.folder}: {row.highlights} highlights{top}", file=sys.stderr)
 
-    bar = None if args.quiet else ProgressBar()
     try:
         result = batch(
             args.inputs,
