@@ -33,6 +33,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 BAR_WIDTH = 28  # characters of the progress bar
 REDRAW_SECONDS = 0.2  # s between progress redraws on a terminal
 LOG_SECONDS = 5.0  # s between progress lines when stderr is a file or pipe
+STOPPED = "nothing was written."  # what an interrupted command says it left (batch: its own)
 
 
 class ProgressBar:
@@ -218,6 +219,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--since", type=_date, help="channel VODs published since YYYY-MM-DD")
     add_settings_arguments(parser)
+    parser.set_defaults(
+        stopped="the VODs finished so far are kept; run the same command again to go on."
+    )
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -348,10 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {disk_error(err, folder)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Terminated:
-        print("error: terminated; nothing was written.", file=sys.stderr)
+        print(f"error: terminated; {getattr(args, 'stopped', STOPPED)}", file=sys.stderr)
         return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
-        print("error: cancelled; nothing was written.", file=sys.stderr)
+        print(f"error: cancelled; {getattr(args, 'stopped', STOPPED)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
