@@ -368,7 +368,7 @@ def test_sigterm_keeps_finished_vods_and_a_rerun_completes(env, tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr  # stopped in the middle of v1 (each takes seconds)
-    # (once in five runs a ResourceWarning from the interrupted threads followed this line)
+    # (in one of the five runs made so far a ResourceWarning followed this line)
     assert (
         "error: terminated; the VODs finished so far are kept; run the same command again to go on."
     ) in stderr.strip().splitlines()
