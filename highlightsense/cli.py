@@ -86,7 +86,7 @@ def _timeline_kinds(text: str) -> tuple[str, ...]:
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="a local video/audio file or a Twitch/YouTube VOD link")
+    parser.add_argument("input", help="a local video/audio file or a Twitch/Kick/YouTube VOD link")
     parser.add_argument("-o", "--out", help="output folder (default ./highlights/<input name>)")
     add_settings_arguments(parser)
 

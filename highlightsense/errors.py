@@ -47,3 +47,7 @@ class ToolError(HighlightSenseError):
 
 class OutputError(UserError):
     """The output folder cannot be used: it holds someone else's files, or cannot be written."""
+
+
+class GpuRefused(UserError):
+    """A shared GPU (ZeroGPU) refused or stopped a call: the visitor's quota, no free GPU."""
