@@ -256,20 +256,29 @@ def test_list_with_garbage_lines_fails_those_lines_only(env, settings, vods, tmp
 
 
 def test_ten_thousand_line_list_is_streamed(tmp_path):
-    listing = tmp_path / "big.txt"
     vod = tmp_path / "v.mp4"
     vod.write_bytes(b"x")
     comment = "# " + "c" * 400
-    with open(listing, "w") as file:
-        for number in range(10_000):
-            file.write(f"{vod if number % 2 else comment}\n")
-    size = listing.stat().st_size  # ≈ 2.0 MB
-    tracemalloc.start()
-    jobs, duplicates = batch_module.expand([f"@{listing}"], out_dir=tmp_path / "out")
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert len(jobs) == 1 and duplicates == 4999
-    assert peak < size / 10  # one line at a time, not the file
+
+    def peak_for(lines: int) -> tuple[int, int]:
+        listing = tmp_path / f"list{lines}.txt"
+        with open(listing, "w") as file:
+            for number in range(lines):
+                file.write(f"{vod if number % 2 else comment}\n")
+        tracemalloc.start()
+        jobs, duplicates = batch_module.expand([f"@{listing}"], out_dir=tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(jobs) == 1 and duplicates == lines // 2 - 1
+        return peak, listing.stat().st_size
+
+    small = tmp_path / "small.txt"
+    small.write_text(f"{vod}\n{comment}\n")
+    batch_module.expand([f"@{small}"], out_dir=tmp_path / "out")  # imports done before measuring
+    peak, size = peak_for(10_000)  # a 2.1 MB list
+    four_times, _ = peak_for(40_000)
+    assert peak < size / 4  # holding the file (or its lines) would take more than its size
+    assert four_times < peak + 64 * 1024  # a four times longer list: no more memory
 
 
 def test_channel_links_are_recognised_and_filtered_without_network():
