@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 BAR_WIDTH = 28  # characters of the progress bar
 REDRAW_SECONDS = 0.2  # s between progress redraws on a terminal
 LOG_SECONDS = 5.0  # s between progress lines when stderr is a file or pipe
+STOPPED = "nothing was written."  # what an interrupted command says it left (batch: its own)
 
 
 class ProgressBar:
@@ -91,17 +93,21 @@ def _timeline_kinds(text: str) -> tuple[str, ...]:
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    """The detect flags. Each one's ``dest`` names a field of ``AnalysisSettings`` or
-    ``Selection`` (highlightsense.settings), and flags not given are left out, so the defaults
-    live in those dataclasses alone."""
+    parser.add_argument("input", help="a local video/audio file or a Twitch/Kick/YouTube VOD link")
+    parser.add_argument("-o", "--out", help="output folder (default ./highlights/<input name>)")
+    add_settings_arguments(parser)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The detect flags (batch has them too). Each one's ``dest`` names a field of
+    ``AnalysisSettings`` or ``Selection`` (highlightsense.settings), and flags not given are left
+    out, so the defaults live in those dataclasses alone."""
     from .settings import AnalysisSettings as A
     from .settings import Selection as S
 
     def flag(*names: str, **options: object) -> None:
         parser.add_argument(*names, default=argparse.SUPPRESS, **options)
 
-    parser.add_argument("input", help="a local video/audio file or a Twitch/Kick/YouTube VOD link")
-    parser.add_argument("-o", "--out", help="output folder (default ./highlights/<input name>)")
     flag("--weights", help="model weights: path, hf://owner/repo, or https URL")
     flag("--separator", help=f"Demucs model name (default {DEFAULT_SEPARATOR})")
     flag("--separator-repo", help="local Demucs model folder (offline use)")
@@ -199,6 +205,85 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("use --since YYYY-MM-DD") from exc
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    from .batch import MAX_CHANNEL_VODS
+
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, folders, Twitch/YouTube links, channel video pages, playlists or @list.txt",
+    )
+    parser.add_argument("-o", "--out", required=True, help="the batch's output folder")
+    parser.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="where VODs run (local)"
+    )
+    parser.add_argument("--ray-address", help="a Ray cluster (default: start a local runtime)")
+    parser.add_argument(
+        "--digest", type=int, default=20, help="best moments of all VODs in the digest (20)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=MAX_CHANNEL_VODS, help="VODs per channel or playlist"
+    )
+    parser.add_argument("--since", type=_date, help="channel VODs published since YYYY-MM-DD")
+    add_settings_arguments(parser)
+    parser.set_defaults(
+        stopped="the VODs finished so far are kept; run the same command again to go on."
+    )
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .batch import FAILED, VodRow, batch
+    from .settings import AnalysisSettings, Selection
+
+    settings, chosen = AnalysisSettings.pick(vars(args)), Selection.pick(vars(args))
+
+    bar = None if args.quiet else ProgressBar()
+
+    def line(row: VodRow) -> None:
+        """One line per finished VOD, above the bar (a terminal's bar line is cleared first)."""
+        clear = "\r\033[K" if bar is not None and bar.tty else ""
+        if row.status == FAILED:
+            print(f"{clear}failed  {row.folder}: {row.error}", file=sys.stderr)
+        else:
+            top = f", best at {format_timestamp(row.top_start_sec)}" if row.highlights else ""
+            print(f"{clear}done    {row.folder}: {row.highlights} highlights{top}", file=sys.stderr)
+
+    try:
+        result = batch(
+            args.inputs,
+            args.out,
+            settings,
+            chosen,
+            executor=args.executor,
+            ray_address=args.ray_address,
+            digest=args.digest,
+            limit=args.limit,
+            since=args.since,
+            progress=bar,
+            on_vod=None if args.quiet else line,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if result.duplicates:
+        print(f"{result.duplicates} input(s) given more than once were analysed once.")
+    done = len(result.rows) - result.failed
+    print(f"Report: {result.out_dir / 'index.html'}")
+    if result.failed:
+        print(f"{done} of {len(result.rows)} VODs done; {result.failed} failed (see batch.csv).")
+        return EXIT_USER_ERROR
+    print(f"{done} of {len(result.rows)} VODs done.")
+    return 0
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a best_model.pt (either state-dict naming)")
     parser.add_argument("out_dir", help="folder for model.safetensors, config.json, README.md")
@@ -215,6 +300,7 @@ def run_export(args: argparse.Namespace) -> int:
 def _commands() -> dict[str, tuple[str, Callable, Callable]]:
     commands = {
         "detect": ("find the highlights of a VOD", add_detect_arguments, run_detect),
+        "batch": ("find the highlights of many VODs", add_batch_arguments, run_batch),
         "export-weights": (
             "write a checkpoint as safetensors + config for the Hub",
             add_export_arguments,
@@ -281,10 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {disk_error(err, folder)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Terminated:
-        print("error: terminated; nothing was written.", file=sys.stderr)
+        print(f"error: terminated; {getattr(args, 'stopped', STOPPED)}", file=sys.stderr)
         return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
-        print("error: cancelled; nothing was written.", file=sys.stderr)
+        print(f"error: cancelled; {getattr(args, 'stopped', STOPPED)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError
+from .settings import TIMELINE_FILES
 
 MARKER = ".highlightsense"  # file in every folder we write: says the folder is ours to replace
 MARKER_TEXT = "Written by HighlightSense; a new run with this folder as its output replaces it.\n"
@@ -33,8 +34,10 @@ STALE_SECONDS = 24 * 3600.0  # s after which a staging folder is abandoned, what
 SUMMARY = "highlights.json"  # written last: its presence means the output is complete
 OUTPUT_FILES = frozenset({MARKER, "scores.csv", "highlights.csv", SUMMARY, "scores.html",
                           "captions.srt"})  # fmt: skip
+OUTPUT_FILES |= frozenset(TIMELINE_FILES.values())  # --timeline's files are ours too
 OUTPUT_FOLDERS = {
     "clips": re.compile(r"highlight_\d{2,}\.(mp4|m4a|srt|vtt)"),  # captions: .srt, .vtt
+    "clips_vertical": re.compile(r"highlight_\d{2,}\.mp4"),  # --vertical's clips
     "stems": re.compile(r"(vocals|game)\.wav"),
 }
 SUMMARY_KEYS = frozenset({"input", "model", "settings", "windows", "highlights"})
