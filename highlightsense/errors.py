@@ -47,3 +47,7 @@ class ToolError(HighlightSenseError):
 
 class OutputError(UserError):
     """The output folder cannot be used: it holds someone else's files, or cannot be written."""
+
+
+class ChatError(UserError):
+    """A chat replay file cannot be used (unknown format, malformed, over a limit)."""

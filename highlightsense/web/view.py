@@ -119,7 +119,11 @@ def _size(path: Path) -> str:
 
 def score_plot(analysis, result):
     return score_figure(
-        analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration
+        result.scores,
+        result.threshold,
+        [h.window for h in result.highlights],
+        analysis.duration,
+        curves=result.curves(),
     )
 
 
