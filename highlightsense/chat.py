@@ -179,7 +179,9 @@ def _json_kind(file: BinaryIO, name: str) -> str:
             if event in ("start_map", "start_array"):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise ChatError(f"The chat file {name} nests JSON too deeply; {HINT}.")
+                    raise ChatError(
+                        f"The chat file {name} nests JSON too deeply (over {MAX_DEPTH}); {HINT}."
+                    )
             elif event in ("end_map", "end_array"):
                 depth -= 1
                 if depth == 0:
@@ -249,14 +251,14 @@ def _values_at(
                 built.append([{} if event == "start_map" else [], None])
         if start:
             if len(levels) >= MAX_DEPTH:
-                raise ChatError(f"The chat file nests JSON over {MAX_DEPTH} levels deep; {HINT}.")
+                raise ChatError(f"The chat file nests JSON too deeply (over {MAX_DEPTH}); {HINT}.")
             levels.append([event == "start_map", None])
 
 
 def _twitch_rows(file: BinaryIO) -> Iterator[tuple[str, Row]]:
     for comment in _values_at(file, ("comments", None)):
         if not isinstance(comment, dict):
-            yield "twitchdownloader", (comment, None, None, None)
+            yield "twitchdownloader", (None, None, None, None)
             continue
         message = comment.get("message") if isinstance(comment.get("message"), dict) else {}
         fragments = message.get("fragments") or []
@@ -280,7 +282,7 @@ def _twitch_rows(file: BinaryIO) -> Iterator[tuple[str, Row]]:
 
 def _chat_downloader_item(item: Any) -> Row:
     if not isinstance(item, dict):
-        return item, None, None, None
+        return None, None, None, None
     emotes = item.get("emotes") or []
     names = [_dig(e, "name") for e in emotes] if isinstance(emotes, list) else [None]
     return item.get("time_in_seconds"), _dig(item, "author", "name"), item.get("message"), names
