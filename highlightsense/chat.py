@@ -403,8 +403,8 @@ def check_words(words: Sequence[str]) -> tuple[str, ...]:
     kept = tuple(dict.fromkeys(w.strip() for w in words if w.strip()))
     if len(kept) > MAX_WORDS or any(len(w) > MAX_WORD_CHARS or " " in w for w in kept):
         raise ChatError(
-            f"Give at most {MAX_WORDS} chat words of at most {MAX_WORD_CHARS} characters each, "
-            "separated by commas (e.g. KEKW,Pog,monkaS)."
+            f"Give chat words without spaces, at most {MAX_WORDS} of at most {MAX_WORD_CHARS} "
+            "characters each, separated by commas (e.g. KEKW,Pog,monkaS)."
         )
     return kept
 
