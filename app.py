@@ -17,7 +17,7 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 
 import gradio as gr
 
-from highlightsense import scoring, selection, sources
+from highlightsense import chat, scoring, selection, sources
 from highlightsense.web import controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
 from highlightsense.web.service import PAGE, Service
@@ -72,6 +72,14 @@ def build(app: Service) -> gr.Blocks:
                     placeholder="https://www.twitch.tv/videos/… or a YouTube link",
                     max_length=sources.MAX_URL_LENGTH,
                 )
+                chat_upload = gr.File(
+                    label="Its chat replay (optional: TwitchDownloader, twitch-dl or "
+                    "chat-downloader JSON, or a [H:MM:SS] name: message log)",
+                    file_types=controls.CHAT_TYPES,
+                    type="filepath",
+                    height=90,
+                    elem_id="chat-upload",
+                )
                 find = gr.Button("Find highlights", variant="primary", elem_id="find-highlights")
                 example = gr.Button("Try an example (a 75-second stream moment)", size="sm")
                 with gr.Accordion("Settings", open=False):
@@ -120,6 +128,14 @@ def build(app: Service) -> gr.Blocks:
                         [(label, key) for key, label in CUTS.items()],
                         value="exact",
                         label="How to cut the clips",
+                    )
+                    chat_weight = gr.Slider(
+                        0,
+                        1,
+                        value=chat.CHAT_WEIGHT,
+                        step=0.05,
+                        label="Chat weight (with a chat replay; 0: the audio alone)",
+                        elem_id="chat-weight",
                     )
             with gr.Column(scale=3):
                 status = gr.HTML(elem_id="status")
@@ -245,6 +261,7 @@ def build(app: Service) -> gr.Blocks:
             "pad_before": pad_before,
             "pad_after": pad_after,
             "cut": cut,
+            "chat_weight": chat_weight,
             "vertical_box": vertical_box,
             "frame_view": frame_view,
             "phone_view": phone_view,
@@ -257,12 +274,13 @@ def build(app: Service) -> gr.Blocks:
         }
         outputs = [components[name] for name in PAGE]
         tuning = [top_n, picky_by, percentile, threshold, gap, pad_before, pad_after, cut]
+        tuning += [chat_weight]
         private = {"api_visibility": "private", "show_progress": "hidden"}
 
         by_find = find.click(app.begin, [state], outputs, concurrency_limit=None, **private)
         running = by_find.success(
             app.run,
-            [state, upload, link, window, *tuning],
+            [state, upload, link, chat_upload, window, *tuning],
             outputs,
             concurrency_id="analysis",
             concurrency_limit=1,
@@ -292,6 +310,7 @@ def build(app: Service) -> gr.Blocks:
                 pad_before.release,
                 pad_after.release,
                 cut.input,
+                chat_weight.release,
             ],
             app.retune,
             [state, *tuning],
@@ -347,6 +366,10 @@ def build(app: Service) -> gr.Blocks:
             api_before = gr.Number(0, label="pad_before: seconds added before each clip")
             api_after = gr.Number(0, label="pad_after: seconds added after each clip")
             api_cut = gr.Radio(list(CUTS), value="exact", label="cut: exact | fast (stream copy)")
+            api_chat = gr.File(label="chat: the VOD's chat replay (optional)", type="filepath")
+            api_chat_weight = gr.Number(
+                chat.CHAT_WEIGHT, label="chat_weight: share of the chat in the score (0-1)"
+            )
             api_report = gr.JSON(label="report")
             api_zip = gr.File(label="zip of the clips and tables")
             api_button = gr.Button("detect")
@@ -362,6 +385,8 @@ def build(app: Service) -> gr.Blocks:
                 api_before,
                 api_after,
                 api_cut,
+                api_chat,
+                api_chat_weight,
             ],
             [api_report, api_zip],
             api_name="detect",

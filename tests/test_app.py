@@ -159,7 +159,8 @@ def test_only_detect_is_public(client: Client) -> None:
     assert api["unnamed_endpoints"] == {}
     names = [p["parameter_name"] for p in api["named_endpoints"]["/detect"]["parameters"]]
     assert names == [
-        "file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after", "cut"
+        "file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after", "cut",
+        "chat", "chat_weight",
     ]  # fmt: skip
 
 

@@ -224,3 +224,26 @@ def test_the_command_line_fuses_explains_and_falls_back(setup, tmp_path, learned
             tmp_path / "alone" / table
         ).read_bytes()
     assert json.loads((tmp_path / "audio" / "highlights.json").read_text())["notes"]
+
+
+def test_the_apps_weight_retune_reselects_from_the_kept_chat(setup, tmp_path):
+    """The app reads the chat once per analysis (``library.read_chat``) and a new weight only
+    re-selects: weight 0 gives the audio-only picks, the default lifts the short shout."""
+    from highlightsense.web import controls, library
+    from highlightsense.web.jobs import Job
+
+    _, _, analysis, chats = setup
+    job = Job(id="0" * 32, folder=tmp_path / "job", owner="test")
+    job.folder.mkdir()
+    job.analysis, job.name = analysis, "chat vod.mp4"
+    library.read_chat(job, chats["short"])
+    by_weight = {}
+    for weight in (0.0, chat.CHAT_WEIGHT):
+        picks = controls.picks(top_n=3, percentile=50.0, gap=10.0, cut="fast", chat_weight=weight)
+        library.render(job, picks, preview=True)
+        by_weight[weight] = [window_of(analysis, h) for h in job.result.highlights]
+        assert len(job.result.signals) == (1 if weight else 0)
+    alone, _, _ = pipeline.choose(analysis, Selection(percentile=50.0, top_n=3))
+    assert len(alone) == 3 and by_weight[0.0] == [window_of(analysis, h) for h in alone]
+    assert any(covers(span, SHORT) for span in by_weight[chat.CHAT_WEIGHT])
+    assert not any(covers(span, SHORT) for span in by_weight[0.0])

@@ -21,7 +21,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .. import scoring, sources
+from .. import scoring, signals, sources
+from ..chat import CHAT_WEIGHT
 from ..errors import Cancelled
 from ..files import cache_dir
 from . import controls, example, framing, library, view
@@ -190,9 +191,18 @@ class Service(VerticalPanel):
         return page(status=view.message("Waiting for your turn…", "busy"), **busy(state, "queued"))
 
     @page_handler
-    def run(self, state: object, upload: object, link: object, window: object, *values: object):
-        """Analyse the VOD given (an upload, a link, or the VOD of the results on screen) and
-        show quick previews of its clips; the exact cuts follow in :meth:`finish_cuts`."""
+    def run(
+        self,
+        state: object,
+        upload: object,
+        link: object,
+        chat_upload: object,
+        window: object,
+        *values: object,
+    ):
+        """Analyse the VOD given (an upload, a link, or the VOD of the results on screen), with
+        its chat replay when one is given, and show quick previews of its clips; the exact cuts
+        follow in :meth:`finish_cuts`."""
         state = read_state(state)
         running = self.jobs.find(state["pending"])
         if running is not None and running.state == "running":
@@ -202,13 +212,16 @@ class Service(VerticalPanel):
             picks = controls.picks(*values)
             window = controls.window(window)
             source, is_link, name = self.source(state, upload, link)
+            chat_path = controls.chat_file(chat_upload)
             self.models.check()
         except Exception as error:
             yield page(**idle(state), status=self._failed(state, sentence(error, "run")))
             return
-        yield from self._run(state, picks, window, source, is_link, name)
+        yield from self._run(state, picks, window, source, is_link, name, chat_path)
 
-    def _run(self, state: dict, picks: Picks, window: float, source, is_link, name) -> Iterator:
+    def _run(
+        self, state: dict, picks: Picks, window: float, source, is_link, name, chat_path=None
+    ) -> Iterator:
         try:
             job = self.jobs.start(state["visitor"])
         except Exception as error:
@@ -217,7 +230,7 @@ class Service(VerticalPanel):
         # the job's id reaches the browser first, so a reloaded page finds its progress
         yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
         try:
-            self._work(job, picks, window, source, is_link, name)
+            self._work(job, picks, window, source, is_link, name, chat_path)
         except Exception:
             yield page(**idle(state), status=self._failed(state, job.message))
             return
@@ -233,8 +246,11 @@ class Service(VerticalPanel):
             self.failures.popitem(last=False)
         return shown
 
-    def _work(self, job: Job, picks: Picks, window: float, source, is_link, name) -> None:
-        """Analyse and cut quick previews, one job at a time; a failure is kept in the job."""
+    def _work(
+        self, job: Job, picks: Picks, window: float, source, is_link, name, chat_path=None
+    ) -> None:
+        """Analyse (and score the chat replay at ``chat_path`` on the same windows) and cut
+        quick previews, one job at a time; a failure is kept in the job."""
         with self.busy:
             try:
                 job.name, job.window = name, window
@@ -248,6 +264,7 @@ class Service(VerticalPanel):
                 )  # fmt: skip
                 job.source = Path(job.analysis.source)
                 job.name = name or job.source.name
+                library.read_chat(job, chat_path)
                 preview = picks.cut == "exact"
                 with job.lock:
                     library.render(
@@ -396,7 +413,11 @@ class Service(VerticalPanel):
         return {
             "clip_video": gr.update(value=clip if video else None, visible=video),
             "clip_audio": gr.update(value=None if video else clip, visible=not video),
-            "why": view.why_plot(job.analysis, highlights[index]),
+            "why": view.why_plot(
+                job.analysis,
+                highlights[index],
+                signals.reasons(job.result.signals, highlights[index].window),
+            ),
         }
 
     # --- what the page shows -------------------------------------------------------------
@@ -471,27 +492,34 @@ class Service(VerticalPanel):
         pad_before: float,
         pad_after: float,
         cut: str,
+        chat: str | None = None,
+        chat_weight: float = CHAT_WEIGHT,
     ) -> tuple[dict, str | None]:
         """Find the highlights of a VOD (an uploaded file or a Twitch / YouTube link).
 
         Returns a JSON object (duration, threshold, message, highlights: rank, start_sec,
-        end_sec, confidence, clip) and a zip of the clips and tables.
+        end_sec, confidence, clip; chat, when a chat replay was given) and a zip of the clips
+        and tables.
         """
         try:
             return self._detect(
-                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut
-            )
+                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
+                chat, chat_weight,
+            )  # fmt: skip
         except Exception as error:
             raise gr.Error(sentence(error, "detect"), print_exception=False) from None
 
-    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut):
+    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
+                chat=None, chat_weight=CHAT_WEIGHT):  # fmt: skip
         by = "percentile" if threshold is None else "threshold"
-        picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut)
+        picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut,
+                               chat_weight)  # fmt: skip
         source, is_link, name = self.source({"job": ""}, file, link)
+        chat_path = controls.chat_file(chat)
         self.models.check()
         job = self.jobs.start("api")
         self._work(job, dataclasses.replace(picks, cut="fast") if cut == "fast" else picks,
-                   scoring.WINDOW_SEC, source, is_link, name)  # fmt: skip
+                   scoring.WINDOW_SEC, source, is_link, name, chat_path)  # fmt: skip
         if not job.exact:
             with job.lock:
                 library.render(job, picks, preview=False)
@@ -519,6 +547,10 @@ class Service(VerticalPanel):
                 for h in result.highlights
             ],
         }
+        if result.signals:  # each highlight's share of audio and chat
+            report["chat"] = {k: v for k, v in job.chat.about.items() if k != "file"}
+            for row, h in zip(report["highlights"], result.highlights, strict=True):
+                row["signals"] = signals.contributions(result.windows, result.signals, h.window)
         return report, str(job.files[0])
 
 
