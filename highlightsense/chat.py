@@ -18,7 +18,8 @@ reactions (a message holding a first-party emote or a word of :data:`LAUGHTER`, 
 or the community's own words), with chat's lag behind the moment taken off first. Each count is
 compared with the stream's own rolling baseline (median and MAD of the windows within
 :data:`BASELINE_SEC`), so a big channel's constant chat and a small one's trickle both work; the
-mean of the three robust z-scores becomes a score in [0, 1]. :func:`load` does both.
+mean of the three robust z-scores becomes a score in [0, 1): 0 up to z = 2, then
+tanh((z − 2) / 6). :func:`load` does both.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ CHAT_LAG_SEC = 4.0  # s: chat reacts this long after the moment (reading, typing
 BASELINE_SEC = 600.0  # s: the rolling baseline is the windows starting within ±300 s
 MAD_TO_SD = 1.4826  # MAD → standard deviation of a normal distribution
 Z_START = 2.0  # robust z at which the chat score starts rising from 0 (ordinary wobble below)
-Z_FULL = 10.0  # robust z at which the chat score reaches 1
+Z_SCALE = 6.0  # robust z above Z_START per unit of tanh: 0.76 at z = 8, 0.96 at 14, 0.995 at 20
 CHAT_WEIGHT = 0.35  # default share of the chat score in the fused score (README: Chat)
 MAX_WORDS = 50  # community words at most
 MAX_WORD_CHARS = 40  # characters of one community word
@@ -516,7 +517,8 @@ def chat_signal(
         [_rolling_z(x, starts) for x in (count, chatters.astype(float), reacted.astype(float))],
         axis=0,
     )
-    score = np.clip((z - Z_START) / (Z_FULL - Z_START), 0.0, 1.0)
+    # tanh rather than a clip at 1: a window holding the whole burst still beats one holding half
+    score = np.tanh(np.maximum(z - Z_START, 0.0) / Z_SCALE)
     usual = np.maximum(_rolling_median(count, starts), 1.0)
     about = {
         "format": FORMATS.get(messages.format, messages.format),

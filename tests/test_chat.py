@@ -285,8 +285,8 @@ def table(rows: list) -> chat.Messages:
 
 @pytest.mark.parametrize("every", [0.1, 4.0])  # a big channel's constant chat, a small one's
 def test_a_burst_stands_out_against_the_streams_own_baseline(every):
-    """The same relative burst (10× the usual rate for 8 s) scores 1 whether chat usually runs
-    at 10 messages/s or at one every 4 s; ordinary windows score 0."""
+    """The same relative burst (10× the usual rate for 8 s) scores near 1 whether chat usually
+    runs at 10 messages/s or at one every 4 s; ordinary windows score 0."""
     windows = grid(1200.0)
     rate = 1 / every
     moment = 600.0
@@ -296,10 +296,10 @@ def test_a_burst_stands_out_against_the_streams_own_baseline(every):
     inside = (windows[:, 0] <= moment) & (windows[:, 1] >= moment + 8)
     away = (windows[:, 1] < moment - 60) | (windows[:, 0] > moment + 60)
     assert inside.sum() >= 4 and away.sum() >= 150
-    assert np.all(signal.score[inside] == 1.0), signal.score[inside]
+    assert np.all(signal.score[inside] > 0.9), signal.score[inside]
     assert np.all(signal.score[away] == 0.0), signal.score[away].max()
     best = int(np.argmax(signal.messages))
-    assert signal.score[best] == 1.0
+    assert signal.score[best] > 0.9
     usual = 30 * rate  # messages in an ordinary window
     assert signal.messages[best] == pytest.approx(usual + extra, abs=rate + 1)
     assert signal.ratio[best] == pytest.approx((usual + extra) / max(usual, 1), rel=0.1)
@@ -368,3 +368,14 @@ def test_fusion_is_the_documented_weighted_sum():
 def test_chat_weight_out_of_range(weight):
     with pytest.raises(SettingsError):
         Selection(chat_weight=weight)
+
+
+def test_a_window_holding_the_whole_burst_beats_one_holding_part_of_it():
+    """No plateau at the top: selection can tell the window that holds the burst."""
+    windows = grid(1200.0)
+    rows = steady_chat(1200.0, 1.0, 50) + burst(600.0 + chat.CHAT_LAG_SEC, 200, 80)
+    signal = chat.chat_signal(table(rows), windows)
+    whole = int(np.flatnonzero(windows[:, 0] == 590.0)[0])  # [590, 620) holds 600-608
+    part = int(np.flatnonzero(windows[:, 0] == 575.0)[0])  # [575, 605) holds 5 s of 8
+    assert signal.messages[whole] > signal.messages[part]
+    assert 1.0 > signal.score[whole] > signal.score[part] > 0.5
