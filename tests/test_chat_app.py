@@ -4,6 +4,7 @@ on the planted VOD, a chat file uploaded with gradio_client."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,54 @@ def test_detect_refuses_a_bad_chat_in_one_sentence(learned_app, planted_vod, tmp
         detect(client, handle_file(str(planted_vod.path)), cut="fast",
                chat=handle_file(str(path)), chat_weight=weight)  # fmt: skip
     assert message in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_the_page_reads_the_chat_once_and_its_weight_reselects(
+    tmp_path, monkeypatch, learned_checkpoint, tiny_separator, planted_vod
+):
+    """The page's handlers in-process: Find highlights with a chat upload, then the Chat weight
+    slider's re-tune (1 → 0 → 1) re-selects from the chat read once, with the audio alone at 0."""
+    from gradio.utils import get_upload_folder
+
+    from highlightsense.web import controls
+    from highlightsense.web.service import PAGE, Config, Service
+
+    repo, name = tiny_separator
+    monkeypatch.setenv("HIGHLIGHTSENSE_WEIGHTS", str(learned_checkpoint))
+    monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR", name)
+    monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR_REPO", str(repo))
+    uploads = Path(get_upload_folder()) / "chat-page-test"
+    uploads.mkdir(parents=True, exist_ok=True)
+    vod = shutil.copy(planted_vod.path, uploads / "planted.mp4")
+    chat_path = chat_json(uploads)
+    reads = []
+    real_load = chat.load
+    monkeypatch.setattr(chat, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+
+    app = Service(Config(tmp_path / "work", 3600.0, 3600.0, 1e10, "1gb", 5, 60.0, 600.0, "cpu"))
+    app.models.load_once()
+    assert app.models.error is None
+
+    def tuning(weight: float) -> tuple:
+        return controls.Picks(top_n=3, percentile=50.0, gap=10.0, cut="fast",
+                              chat_weight=weight).values()  # fmt: skip
+
+    answers = list(app.run({}, str(vod), "", str(chat_path), 30.0, *tuning(1.0)))
+    shown = dict(zip(PAGE, answers[-1], strict=True))
+    state = shown["state"]
+    job = app.jobs.find(state["job"])
+    assert job is not None and job.state == "done", shown["status"]
+    first = job.result.highlights[0]
+    start, end, _ = job.analysis.windows[first.window]
+    assert start <= QUIET and end >= QUIET + 8.0
+    assert [t.name for t in shown["plot"].data] == ["audio", "chat", "fused score"]
+    assert shown["why"].layout.title.text.startswith("Chat burst: ")
+
+    retuned = dict(zip(PAGE, app.retune(state, *tuning(0.0)), strict=True))
+    alone = [h.window for h in job.result.highlights]
+    assert job.result.signals == ()
+    assert [t.name for t in retuned["plot"].data] == ["score"]  # the audio alone: no curves
+    app.retune(state, *tuning(1.0))
+    assert [h.window for h in job.result.highlights][0] == first.window
+    assert alone[0] != first.window
+    assert len(reads) == 1  # read once, at the analysis
