@@ -18,14 +18,15 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 import gradio as gr
 
 from highlightsense import chat, scoring, selection, sources
-from highlightsense.web import controls, framing, service
+from highlightsense.web import api, controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
+from highlightsense.web.library import TIMELINES
 from highlightsense.web.service import PAGE, Service
 
 INTRO = """# HighlightSense
-Find the best moments of a long game stream. Upload the recording (or paste a Twitch VOD or
-YouTube link) and press **Find highlights**: the streamer's voice is separated from the game's
-sound, a model listens to both, and the most exciting moments come back as clips."""
+Find the best moments of a long game stream. Upload the recording (or paste a Twitch or Kick
+VOD or YouTube link) and press **Find highlights**: the streamer's voice is separated from the
+game's sound, a model listens to both, and the most exciting moments come back as clips."""
 
 CSS = """
 #find-highlights { font-size: 1.15rem; min-height: 3rem; }
@@ -54,7 +55,8 @@ SHOW_PLAYER = """() => {
 
 
 def build(app: Service) -> gr.Blocks:
-    """The page, wired to ``app``'s handlers; only /detect is public."""
+    """The page, wired to ``app``'s handlers; only /detect and the calls on its jobs are
+    public."""
     with gr.Blocks(title="HighlightSense", delete_cache=(3600, int(app.config.ttl))) as demo:
         state = gr.BrowserState({}, storage_key="highlightsense")
         timer = gr.Timer(service.POLL_SECONDS, active=False)
@@ -69,7 +71,7 @@ def build(app: Service) -> gr.Blocks:
                 )
                 link = gr.Textbox(
                     label="…or paste a link",
-                    placeholder="https://www.twitch.tv/videos/… or a YouTube link",
+                    placeholder="A Twitch, Kick or YouTube VOD link: https://www.twitch.tv/videos/…",
                     max_length=sources.MAX_URL_LENGTH,
                 )
                 chat_upload = gr.File(
@@ -351,52 +353,77 @@ def build(app: Service) -> gr.Blocks:
         loaded.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
         timer.tick(app.poll, [state], outputs, concurrency_limit=None, **private)
 
-        # The API: one documented endpoint, on components that never show on the page.
+        # The API: /detect and the calls on its jobs, on components that never show on the page;
+        # the same functions are the MCP server's tools. Their docstrings describe them.
         with gr.Column(visible=False):
-            api_file = gr.File(label="file: the VOD to analyse (or give link)", type="filepath")
-            api_link = gr.Textbox("", label="link: a Twitch VOD or YouTube link (or give file)")
-            api_top_n = gr.Number(selection.TOP_N, label="top_n: clips at most (1-50)")
-            api_percentile = gr.Number(
-                selection.PERCENTILE, label="percentile: keep windows above this percentile"
-            )
-            api_threshold = gr.Number(
-                None, label="threshold: minimum score 0-1 instead of percentile (None: percentile)"
-            )
-            api_gap = gr.Number(selection.NMS_SEC, label="gap: minimum seconds between clips")
-            api_before = gr.Number(0, label="pad_before: seconds added before each clip")
-            api_after = gr.Number(0, label="pad_after: seconds added after each clip")
-            api_cut = gr.Radio(list(CUTS), value="exact", label="cut: exact | fast (stream copy)")
-            api_chat = gr.File(label="chat: the VOD's chat replay (optional)", type="filepath")
-            api_chat_weight = gr.Number(
-                chat.CHAT_WEIGHT, label="chat_weight: share of the chat in the score (0-1)"
-            )
+            api_file = gr.File(label="file", type="filepath")
+            api_link = gr.Textbox("", label="link")
+            api_top_n = gr.Number(selection.TOP_N, label="top_n")
+            api_percentile = gr.Number(selection.PERCENTILE, label="percentile")
+            api_threshold = gr.Number(None, label="threshold")
+            api_gap = gr.Number(selection.NMS_SEC, label="gap")
+            api_before = gr.Number(0, label="pad_before")
+            api_after = gr.Number(0, label="pad_after")
+            api_cut = gr.Radio(list(CUTS), value="exact", label="cut")
+            api_vertical = gr.Radio(list(api.VERTICAL), value="off", label="vertical")
+            api_chat = gr.File(label="chat", type="filepath")
+            api_chat_weight = gr.Number(chat.CHAT_WEIGHT, label="chat_weight")
             api_report = gr.JSON(label="report")
-            api_zip = gr.File(label="zip of the clips and tables")
+            api_zip = gr.File(label="zip")
+            api_clips = gr.File(label="clips", file_count="multiple")
+            api_vertical_clips = gr.File(label="vertical_clips", file_count="multiple")
+            api_timelines = gr.File(label="timelines", file_count="multiple")
+            api_plot = gr.File(label="plot")
+            api_job = gr.Textbox(None, label="job")
+            api_rank = gr.Number(1, label="rank")
+            api_vertical_clip = gr.Checkbox(False, label="vertical")
+            api_kind = gr.Radio(list(TIMELINES), value="otio", label="kind")
+            api_layout = gr.Radio(list(api.VERTICAL)[1:], value="fit", label="layout")
+            api_one_file = gr.File(label="file")
             api_button = gr.Button("detect")
+        detect_inputs = [
+            api_file,
+            api_link,
+            api_top_n,
+            api_percentile,
+            api_threshold,
+            api_gap,
+            api_before,
+            api_after,
+            api_cut,
+            api_vertical,
+            api_chat,
+            api_chat_weight,
+        ]
         api_button.click(
             app.detect,
-            [
-                api_file,
-                api_link,
-                api_top_n,
-                api_percentile,
-                api_threshold,
-                api_gap,
-                api_before,
-                api_after,
-                api_cut,
-                api_chat,
-                api_chat_weight,
-            ],
-            [api_report, api_zip],
+            api.document(app.detect, detect_inputs),
+            [api_report, api_zip, api_clips, api_vertical_clips, api_timelines, api_plot],
             api_name="detect",
-            api_description=(
-                "Find the highlights of a VOD: give file (an upload) or link. Returns a JSON "
-                "report {vod, duration, threshold, message, highlights: [{rank, start_sec, "
-                "end_sec, confidence, clip}]} and a zip of the clips and tables."
-            ),
             concurrency_id="analysis",
             concurrency_limit=1,
+        )
+        api_button.click(
+            app.get_clip,
+            api.document(app.get_clip, [api_job, api_rank, api_vertical_clip]),
+            [api_one_file],
+            api_name="get_clip",
+            concurrency_id="api-files",
+            concurrency_limit=4,
+        )
+        api_button.click(
+            app.get_timeline,
+            api.document(app.get_timeline, [api_job, api_kind]),
+            [api_one_file],
+            api_name="get_timeline",
+            concurrency_id="api-files",
+        )
+        api_button.click(
+            app.vertical_clips,
+            api.document(app.vertical_clips, [api_job, api_layout]),
+            [api_report, api_vertical_clips],
+            api_name="vertical_clips",
+            concurrency_id="retune",
         )
     demo.queue(max_size=app.config.queue_size, default_concurrency_limit=1)
     return demo
@@ -413,6 +440,7 @@ def main() -> None:
         allowed_paths=[str(app.config.work_dir)],
         show_error=True,
         run_history=False,
+        mcp_server=True,  # /detect and the calls on its jobs as tools, at /gradio_api/mcp/
         css=CSS,
         head=HEAD,
     )

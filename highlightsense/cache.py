@@ -47,6 +47,20 @@ def feature_key(content: str, producer: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def piece_key(key: str, frames: tuple[int, int | None]) -> str:
+    """The key of frames [start, end) of entry ``key`` (end None: to the end), for analyses
+    made in slices that keep each slice as it is made."""
+    start, end = frames
+    text = f"{key}|frames {start}-{'end' if end is None else end}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def forget(key: str) -> None:
+    """Remove entry ``key`` if it is there (a slice once the whole is kept)."""
+    with contextlib.suppress(OSError):
+        (_folder() / f"{key}{SUFFIX}").unlink(missing_ok=True)
+
+
 def _folder() -> Path:
     return cache_dir() / "features"
 

@@ -110,7 +110,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     def flag(*names: str, **options: object) -> None:
         parser.add_argument(*names, default=argparse.SUPPRESS, **options)
 
-    parser.add_argument("input", help="a local video/audio file or a Twitch/YouTube VOD link")
+    parser.add_argument("input", help="a local video/audio file or a Twitch/Kick/YouTube VOD link")
     parser.add_argument("-o", "--out", help="output folder (default ./highlights/<input name>)")
     flag("--weights", help="model weights: path, hf://owner/repo, or https URL")
     flag("--separator", help=f"Demucs model name (default {DEFAULT_SEPARATOR})")

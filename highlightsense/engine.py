@@ -125,9 +125,16 @@ class Engine:
         )
 
     def _features_in_slices(
-        self, info: media.MediaInfo, progress: Progress, gpu: GpuRunner, slice_sec: float
+        self,
+        info: media.MediaInfo,
+        progress: Progress,
+        gpu: GpuRunner,
+        slice_sec: float,
+        key: str | None,
     ) -> np.ndarray:
-        """The whole track's features as consecutive slices, each computed in one GPU call."""
+        """The whole track's features as consecutive slices, each computed in one GPU call.
+        With a cache ``key`` each slice is kept as it arrives, so a run stopped part way (a
+        refused GPU call) resumes after the last slice it finished."""
         stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
         mix = extract.measure_mix(info, self.separator.samplerate, stages("read"))
         slice_frames = max(1, round(slice_sec * features.FRAMES_PER_SECOND))
@@ -141,9 +148,19 @@ class Engine:
             )
             end = mix.frames if frames[1] is None else frames[1]
             seconds = (end - frames[0]) / features.FRAMES_PER_SECOND
-            pieces.append(gpu(seconds, self.features_range, info, mix, frames))
+            piece_key = None if key is None else cache.piece_key(key, frames)
+            piece = None if piece_key is None else cache.load(piece_key)
+            if piece is None:
+                piece = gpu(seconds, self.features_range, info, mix, frames)
+                if piece_key is not None:
+                    cache.store(piece_key, piece)
+            pieces.append(piece)
         report(1.0, "Separated voice and game")
-        return np.concatenate(pieces, axis=2)
+        spec = np.concatenate(pieces, axis=2)
+        if key is not None and cache.store(key, spec):  # the whole replaces its pieces
+            for frames in planned:
+                cache.forget(cache.piece_key(key, frames))
+        return spec
 
     def score(self, spec: np.ndarray, progress: Progress | None = None) -> scoring.Scores:
         """(2, 80, T) features → every window's probability and attention."""
@@ -211,11 +228,11 @@ class Engine:
         if spec is None:
             sliced = gpu is not None and tracks is None and stems_dir is None
             if sliced and slices.can_slice(self.separator.samplerate):
-                spec = self._features_in_slices(info, stages("features"), gpu, slice_sec)
+                spec = self._features_in_slices(info, stages("features"), gpu, slice_sec, key)
             else:
                 spec = self.features(info, stages("features"), stems_dir)
-            if key is not None:
-                cache.store(key, spec)
+                if key is not None:
+                    cache.store(key, spec)
         seconds["separate+features"] = time.perf_counter() - began
         info = _with_decoded_length(info, spec.shape[-1])
 

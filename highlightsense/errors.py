@@ -49,5 +49,9 @@ class OutputError(UserError):
     """The output folder cannot be used: it holds someone else's files, or cannot be written."""
 
 
+class GpuRefused(UserError):
+    """A shared GPU (ZeroGPU) refused or stopped a call: the visitor's quota, no free GPU."""
+
+
 class ChatError(UserError):
     """A chat replay file cannot be used (unknown format, malformed, over a limit)."""

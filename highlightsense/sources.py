@@ -1,7 +1,7 @@
-"""VOD links: checking a Twitch or YouTube URL and downloading the video with yt-dlp.
+"""VOD links: checking a Twitch, Kick or YouTube URL and downloading the video with yt-dlp.
 
-Only two kinds of link are accepted, checked without touching the network; yt-dlp is then
-limited to the two matching extractors, so a link cannot lead it anywhere else. The download
+Only three kinds of link are accepted, checked without touching the network; yt-dlp is then
+limited to the three matching extractors, so a link cannot lead it anywhere else. The download
 lands in a private temporary folder and only a complete, probed file leaves it.
 """
 
@@ -29,19 +29,24 @@ MAX_URL_LENGTH = 2048  # characters
 # 720p is plenty to watch a clip and keeps a 6 h download to a few GB.
 VIDEO_FORMAT = "bv*[height<=720]+ba/b[height<=720]/b"  # yt-dlp format selector
 MERGE_FORMATS = "mp4/mkv"  # mp4 when the codecs allow it, else mkv
-EXTRACTORS = ["twitch:vod", "youtube"]  # the only yt-dlp extractors allowed to run
+EXTRACTORS = ["twitch:vod", "kick:vod", "youtube"]  # the only yt-dlp extractors allowed to run
 SOCKET_TIMEOUT = 30.0  # s without data before yt-dlp gives up on a connection
 RETRIES = 3  # yt-dlp's retries per download and per fragment
 
 ACCEPTED_LINKS = (
-    "a Twitch VOD (https://www.twitch.tv/videos/<number>) or a YouTube video "
-    "(https://www.youtube.com/watch?v=<id> or https://youtu.be/<id>)"
+    "a Twitch VOD (https://www.twitch.tv/videos/<number>), a Kick VOD "
+    "(https://kick.com/<channel>/videos/<id>) or a YouTube video (https://youtu.be/<id>)"
 )
 TWITCH_HOSTS = frozenset({"twitch.tv", "www.twitch.tv", "m.twitch.tv"})
+KICK_HOSTS = frozenset({"kick.com", "www.kick.com"})
 YOUTUBE_HOSTS = frozenset({"youtube.com", "www.youtube.com", "m.youtube.com"})
 SHORT_YOUTUBE_HOST = "youtu.be"
 SCHEME = re.compile(r"[a-z][a-z0-9+.-]+://", re.IGNORECASE)
 TWITCH_VOD_PATH = re.compile(r"/videos/(\d{1,15})/?")
+# a channel's slug, then the VOD's UUID (what yt-dlp's kick:vod extractor matches)
+KICK_VOD_PATH = re.compile(
+    r"/([A-Za-z0-9_-]{1,64})/videos/([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})/?", re.IGNORECASE
+)
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 LIVE_STATES = frozenset({"is_live", "is_upcoming", "post_live"})  # yt-dlp's live_status values
 SHOWN_CHARS = 80  # characters of a user's text quoted in an error
@@ -59,12 +64,13 @@ def _shown(text: str) -> str:
 def is_url(text: str) -> bool:
     """Whether ``text`` looks like a link (``scheme://…`` or an accepted host), not a path."""
     text = text.strip()
-    hosts = (*TWITCH_HOSTS, *YOUTUBE_HOSTS, SHORT_YOUTUBE_HOST)
+    hosts = (*TWITCH_HOSTS, *KICK_HOSTS, *YOUTUBE_HOSTS, SHORT_YOUTUBE_HOST)
     return bool(SCHEME.match(text)) or text.lower().startswith(tuple(h + "/" for h in hosts))
 
 
 def check_url(url: str) -> str:
-    """The canonical https URL of a Twitch VOD or YouTube video link; SourceError otherwise.
+    """The canonical https URL of a Twitch VOD, Kick VOD or YouTube video link; SourceError
+    otherwise.
 
     Pure: no network. Refuses other hosts and schemes, credentials, ports, IP addresses,
     channel, live, clip and playlist pages. A link without a scheme is read as https.
@@ -89,6 +95,10 @@ def check_url(url: str) -> str:
         vod = TWITCH_VOD_PATH.fullmatch(parts.path)
         if vod:
             return f"https://www.twitch.tv/videos/{vod.group(1)}"
+    elif host in KICK_HOSTS:
+        vod = KICK_VOD_PATH.fullmatch(parts.path)
+        if vod:
+            return f"https://kick.com/{vod.group(1).lower()}/videos/{vod.group(2).lower()}"
     elif host in YOUTUBE_HOSTS:
         ids = parse_qs(parts.query).get("v", [])
         if parts.path in ("/watch", "/watch/") and len(ids) == 1 and YOUTUBE_ID.fullmatch(ids[0]):
@@ -145,7 +155,7 @@ class _YtDlpLog:
 def ydl_params(
     work: Path, max_bytes: int, hook: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """yt-dlp options: one video from the two allowed sites, at most 720p, into ``work``."""
+    """yt-dlp options: one video from the three allowed sites, at most 720p, into ``work``."""
     return {
         "format": VIDEO_FORMAT,
         "merge_output_format": MERGE_FORMATS,
@@ -185,7 +195,7 @@ def fetch(
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], None] | None = None,
 ) -> Path:
-    """Download a Twitch VOD or YouTube video into ``dest_dir``; return the probed file.
+    """Download a Twitch or Kick VOD or a YouTube video into ``dest_dir``; return the probed file.
 
     The link is checked before any network access, then the video's description before any
     download (no live streams, at most ``max_duration`` seconds, by default the limit uploads

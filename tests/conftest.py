@@ -7,13 +7,29 @@ default) is pointed at this run's temporary folder before any test module is imp
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Fixtures cached across test runs live in this folder of the system temp dir, one folder per
+# content key: never in the repository or the home directory.
+FIXTURE_CACHE = "highlightsense-test-fixtures"
+# What the learned fixture model is built from: its code, the library that makes its features
+# and saves it, and the packages whose numbers it depends on.
+LEARNED_INPUTS = (
+    "tests/model_fixtures.py",
+    "tests/demucs_fixtures.py",
+    "highlightsense/*.py",
+    "highlightsense/training/*.py",
+)
+LEARNED_PACKAGES = ("torch", "numpy", "demucs", "librosa", "soxr")
 
 # environment variable → folder name under the run's temporary "caches" folder
 CACHE_ENV = {
@@ -37,6 +53,28 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     )
     return max(1, min(MAX_WORKERS, len(usable)))
+
+
+# Test files that share one process under ``--dist loadfile``, so that they share its app
+# servers (session fixtures in test_app.py): file name → the file whose process runs it.
+SHARED_PROCESS = {"test_app_browser.py": "test_app.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pyproject's ``--dist loadfile``, with the files of SHARED_PROCESS run by one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            folder, _, name = scope.rpartition("/")
+            shared = SHARED_PROCESS.get(name)
+            return f"{folder}/{shared}" if shared and folder else shared or scope
+
+    return SharedScheduling(config, log)
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
@@ -134,16 +172,54 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "best_model.pt")
 
 
+def content_key(files: list[Path], packages: tuple[str, ...]) -> str:
+    """A hash of what builds a fixture: these files' bytes, the packages' versions, ffmpeg's."""
+    from importlib.metadata import version
+
+    key = hashlib.sha256()
+    for path in sorted(files):
+        key.update(f"{path.relative_to(REPO)}\0".encode() + path.read_bytes() + b"\0")
+    for name in packages:
+        key.update(f"{name}=={version(name)}\0".encode())
+    done = subprocess.run(
+        [ffmpeg_binary(), "-version"], capture_output=True, check=True, timeout=60
+    )
+    key.update(done.stdout.split(b"\n", 1)[0])
+    return key.hexdigest()[:24]
+
+
+def cached_on_disk(name: str, key: str, build: Callable[[Path], object]) -> Path:
+    """The folder ``build(folder)`` filled, kept under the system temp dir by ``key`` so that
+    later test runs (and the parallel processes of this one) reuse it; built in a hidden
+    folder and renamed into place, so a build that failed half-way is never reused."""
+    root = Path(tempfile.gettempdir()) / FIXTURE_CACHE
+    root.mkdir(exist_ok=True)
+    folder = root / f"{name}-{key}"
+    with open(root / f"{name}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not folder.is_dir():
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+            try:
+                build(work)
+                os.replace(work, folder)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def learned_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_separator) -> Path:
+def learned_checkpoint(request: pytest.FixtureRequest) -> Path:
     """A small CRNN that scores loud shouting high and quiet stretches low, as best_model.pt
-    (the format ``highlightsense train`` writes; it loads through ``weights.load``)."""
+    (the format ``highlightsense train`` writes; it loads through ``weights.load``). Built once
+    and cached on disk by the content of everything that builds it (LEARNED_INPUTS)."""
     from model_fixtures import save_learned_checkpoint
 
     def build(folder: Path) -> None:
-        save_learned_checkpoint(folder / "best_model.pt", tiny_separator)
+        save_learned_checkpoint(folder / "best_model.pt", request.getfixturevalue("tiny_separator"))
 
-    return built_once(tmp_path_factory, "learned", build) / "best_model.pt"
+    files = [path for pattern in LEARNED_INPUTS for path in REPO.glob(pattern)]
+    key = content_key(files, LEARNED_PACKAGES)
+    return cached_on_disk("learned", key, build) / "best_model.pt"
 
 
 @pytest.fixture(scope="session")
@@ -200,3 +276,31 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(tools.subprocess, "Popen", Recording)
     return procs
+
+
+# --- app servers, shared by test_app.py and test_app_browser.py (one process runs both) --------
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
+    """``python app.py`` on the tiny random-weight models (app_server.py), for the session."""
+    from app_server import app_env, start_app
+
+    home = tmp_path_factory.mktemp("app")
+    running = start_app(app_env(tmp_path_factory, checkpoint, home), home)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
+    """An app whose weights are missing (and whose uploads are limited to 1 MB)."""
+    from app_server import app_env, start_app
+
+    home = tmp_path_factory.mktemp("no-models")
+    env = app_env(tmp_path_factory, checkpoint, home)
+    env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"), "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}
+    env["HIGHLIGHTSENSE_MODEL_RETRY"] = "86400"  # s: no second attempt within any test run
+    running = start_app(env, home)
+    yield running
+    running.stop()

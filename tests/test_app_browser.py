@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from app_server import shared_vod
 from conftest import make_media
-from test_app import app_env, shared_vod, start_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -62,14 +62,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
-    home = tmp_path_factory.mktemp("browser-app")
-    running = start_app(app_env(tmp_path_factory, checkpoint, home), home)
-    yield running
-    running.stop()
 
 
 def open_page(browser, url: str, viewport: dict = DESKTOP):
@@ -298,17 +290,10 @@ def test_vertical_clips_of_the_example(browser, app, shots) -> None:
     context.close()
 
 
-def test_a_space_without_weights_says_so_on_the_page(browser, tmp_path_factory, checkpoint, shots):
+def test_a_space_without_weights_says_so_on_the_page(browser, app_without_models, shots):
     """Item 10: the owner's mistake is said at once, naming what to set."""
-    home = tmp_path_factory.mktemp("browser-no-models")
-    env = app_env(tmp_path_factory, checkpoint, home)
-    env["HIGHLIGHTSENSE_WEIGHTS"] = str(home / "missing.pt")
-    app = start_app(env, home)
-    try:
-        context, page = open_page(browser, app.url)
-        page.locator("#status .hs-error").wait_for()
-        assert "HIGHLIGHTSENSE_WEIGHTS" in status(page)
-        page.screenshot(path=str(shots / "no-weights.png"), full_page=True)
-        context.close()
-    finally:
-        app.stop()
+    context, page = open_page(browser, app_without_models.url)
+    page.locator("#status .hs-error").wait_for()
+    assert "HIGHLIGHTSENSE_WEIGHTS" in status(page)
+    page.screenshot(path=str(shots / "no-weights.png"), full_page=True)
+    context.close()

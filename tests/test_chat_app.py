@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_server import app_env, start_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from test_app import app_env, detect, start_app
+from test_app import detect
 
 from highlightsense import chat
 
@@ -40,12 +41,12 @@ def test_detect_fuses_an_uploaded_chat(learned_app, planted_vod, tmp_path):
     _, client = learned_app
     chat_file = handle_file(str(chat_json(tmp_path)))
     vod = handle_file(str(planted_vod.path))
-    alone, _ = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast")
+    alone = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast")[0]
     assert "chat" not in alone
     assert not any(h["start_sec"] <= QUIET < h["end_sec"] for h in alone["highlights"][:1])
     # the chat alone (weight 1): the burst's window comes first
-    only, _ = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast",
-                     chat=chat_file, chat_weight=1.0)  # fmt: skip
+    only = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast",
+                     chat=chat_file, chat_weight=1.0)[0]  # fmt: skip
     first = only["highlights"][0]
     assert first["start_sec"] <= QUIET and first["end_sec"] >= QUIET + 8.0, only
     assert only["chat"]["messages"] == 120 and only["chat"]["format"] == "chat-downloader JSON"
@@ -54,8 +55,8 @@ def test_detect_fuses_an_uploaded_chat(learned_app, planted_vod, tmp_path):
         assert parts["audio"]["weight"] == 0.0 and parts["chat"]["weight"] == 1.0
         assert parts["chat"]["contribution"] == pytest.approx(h["confidence"], abs=2e-6)
     # the default weight: every highlight's parts add up to its score
-    fused, _ = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast", chat=chat_file,
-                      chat_weight=chat.CHAT_WEIGHT)  # fmt: skip
+    fused = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast", chat=chat_file,
+                      chat_weight=chat.CHAT_WEIGHT)[0]  # fmt: skip
     for h in fused["highlights"]:
         total = sum(part["contribution"] for part in h["signals"].values())
         assert total == pytest.approx(h["confidence"], abs=2e-6)

@@ -7,9 +7,8 @@ import json
 import re
 
 import pytest
-from test_app import shared_vod
+from app_server import shared_vod
 from test_app_browser import RESULTS_TIMEOUT, open_page, set_slider, upload, wait_results
-from test_app_browser import app as browser_app  # noqa: F401  (a fixture, under this name)
 from test_app_browser import browser as chromium_browser  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.browser
@@ -17,9 +16,8 @@ pytestmark = pytest.mark.browser
 CHAT_WEIGHT_LABEL = "Chat weight (with a chat replay; 0: the audio alone)"
 
 
-def test_a_chat_upload_draws_its_curve_and_weight_0_removes_it(request, tmp_path_factory):
-    browser = request.getfixturevalue("chromium_browser")  # test_app_browser's, shared
-    app = request.getfixturevalue("browser_app")
+def test_a_chat_upload_draws_its_curve_and_weight_0_removes_it(request, app, tmp_path_factory):
+    browser = request.getfixturevalue("chromium_browser")  # test_app_browser's
     folder = tmp_path_factory.mktemp("chat-browser")
     rows = [{"time_in_seconds": float(t), "author": {"name": f"v{t % 5}"}, "message": "hi"}
             for t in range(1, 60, 3)]  # fmt: skip

@@ -19,6 +19,8 @@ from highlightsense.errors import Cancelled, MediaError, SourceError
 VIDEO_ID = "dQw4w9WgXcQ"
 WATCH = f"https://www.youtube.com/watch?v={VIDEO_ID}"
 VOD = "https://www.twitch.tv/videos/2212345678"
+KICK_ID = "5c2a3d1e-0b4a-4c8e-9f00-1234567890ab"
+KICK = f"https://kick.com/somestreamer/videos/{KICK_ID}"
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,10 @@ VOD = "https://www.twitch.tv/videos/2212345678"
         (f"https://www.youtube.com./watch?v={VIDEO_ID}#comments", WATCH),
         (f"https://youtu.be/{VIDEO_ID}?t=5", WATCH),
         (f"youtu.be/{VIDEO_ID}", WATCH),
+        (KICK, KICK),
+        (f"https://www.kick.com/SomeStreamer/videos/{KICK_ID.upper()}/?t=90", KICK),
+        (f"kick.com/somestreamer/videos/{KICK_ID}#chat", KICK),
+        (f"https://kick.com./somestreamer/videos/{KICK_ID}", KICK),
     ],
 )
 def test_accepted_links(url: str, canonical: str) -> None:
@@ -84,6 +90,20 @@ def test_accepted_links(url: str, canonical: str) -> None:
         f"https://www.you\ntube.com/watch?v={VIDEO_ID}",
         f"https://www.youtubé.com/watch?v={VIDEO_ID}",
         VOD + "?" + "x" * sources.MAX_URL_LENGTH,
+        "https://kick.com/somestreamer",
+        "https://kick.com/somestreamer/videos",
+        "https://kick.com/somestreamer/clips/clip_01HXYZ",
+        f"https://kick.com/videos/{KICK_ID}",
+        f"https://kick.com/somestreamer/videos/{KICK_ID[:-1]}",
+        f"https://kick.com/somestreamer/videos/{KICK_ID}/extra",
+        f"https://kick.com/some.streamer/videos/{KICK_ID}",
+        f"https://kick.com/{'a' * 65}/videos/{KICK_ID}",
+        f"http://kick.com/somestreamer/videos/{KICK_ID}",
+        f"https://kick.com:443/somestreamer/videos/{KICK_ID}",
+        f"https://user@kick.com/somestreamer/videos/{KICK_ID}",
+        f"https://kick.com.evil.example/somestreamer/videos/{KICK_ID}",
+        f"https://clips.kick.com/somestreamer/videos/{KICK_ID}",
+        f"https://evil.example/somestreamer/videos/{KICK_ID}",
     ],
 )
 def test_refused_links(url: str) -> None:
@@ -92,6 +112,7 @@ def test_refused_links(url: str) -> None:
     message = str(caught.value)
     assert "\n" not in message and len(message) < 300
     assert "https://www.twitch.tv/videos/<number>" in message and "https://youtu.be/<id>" in message
+    assert "https://kick.com/<channel>/videos/<id>" in message
 
 
 @pytest.mark.parametrize(
@@ -100,6 +121,7 @@ def test_refused_links(url: str) -> None:
         ("https://anything.example/x", True),
         ("file:///etc/passwd", True),
         ("www.youtube.com/watch?v=x", True),
+        ("kick.com/somestreamer/videos/x", True),
         ("vod.mp4", False),
         ("/home/me/vod.mp4", False),
         ("C:\\vods\\stream.mp4", False),
@@ -127,7 +149,9 @@ def test_random_text_is_refused_or_canonical(text: str) -> None:
 
 PIECE_CHOICES = (
     st.sampled_from(["https://", "http://", "", "HTTPS://", "https://u:p@", "//"]),
-    st.sampled_from(["www.twitch.tv", "twitch.tv", "youtu.be", "www.youtube.com", "evil.example"]),
+    st.sampled_from(
+        ["www.twitch.tv", "twitch.tv", "youtu.be", "www.youtube.com", "kick.com", "evil.example"]
+    ),
     st.sampled_from(["", ":443", ":0", ":99999", ".", "@evil.example"]),
     st.sampled_from(["/videos/", "/watch", "/", "/live/", "/videos/1/../"]),
     st.text(alphabet="0123456789abcXYZ_-?=&#/%.", max_size=20),
@@ -136,6 +160,7 @@ VALID_PIECES = {  # a link each site accepts, piece by piece
     "twitch": ("https://", "www.twitch.tv", "", "/videos/", "2212345678"),
     "youtube": ("https://", "www.youtube.com", "", "/watch", "?v=dQw4w9WgXcQ"),
     "youtu.be": ("", "youtu.be", "", "/", "dQw4w9WgXcQ"),
+    "kick": ("https://", "kick.com", "", "/somestreamer/videos/", KICK_ID),
 }
 
 
@@ -185,7 +210,7 @@ def test_link_like_text_is_refused_or_canonical() -> None:
         canonical = check_or_refuse("".join(pieces))
         if canonical is not None:
             assert canonical.startswith(
-                ("https://www.twitch.tv/videos/", "https://www.youtube.com/")
+                ("https://www.twitch.tv/videos/", "https://www.youtube.com/", "https://kick.com/")
             )
             assert sources.check_url(canonical) == canonical
             accepted.append(canonical)
@@ -272,9 +297,12 @@ def test_refused_link_never_reaches_the_network(
         sources.fetch("https://evil.example/videos/1", tmp_path)
 
 
-def test_yt_dlp_accepts_the_options_and_loads_only_two_extractors(tmp_path: Path) -> None:
+def test_yt_dlp_accepts_the_options_and_loads_only_three_extractors(tmp_path: Path) -> None:
     with yt_dlp.YoutubeDL(sources.ydl_params(tmp_path, 100, lambda status: None)) as ydl:
-        assert set(ydl._ies) == {"TwitchVod", "Youtube"}
+        assert set(ydl._ies) == {"TwitchVod", "KickVOD", "Youtube"}
+        # each canonical link is one that exactly its own extractor (yt-dlp's own pattern) takes
+        for link, extractor in ((VOD, "TwitchVod"), (KICK, "KickVOD"), (WATCH, "Youtube")):
+            assert [key for key, ie in ydl._ies.items() if ie.suitable(link)] == [extractor]
         assert ydl.params["noplaylist"] and ydl.params["max_filesize"] == 100
 
 
@@ -354,7 +382,7 @@ def test_fetch_downloads_probes_and_cleans_up(
     assert ydl.url == WATCH
     params = ydl.params
     assert params["noplaylist"] and params["restrictfilenames"]
-    assert params["allowed_extractors"] == ["twitch:vod", "youtube"]
+    assert params["allowed_extractors"] == ["twitch:vod", "kick:vod", "youtube"]
     assert params["max_filesize"] == sources.MAX_BYTES
     assert params["format"] == sources.VIDEO_FORMAT
     assert Path(params["ffmpeg_location"]).is_file()
@@ -420,3 +448,29 @@ def test_fetch_probes_what_it_downloaded(fake_ydl: type[FakeYoutubeDL], tmp_path
     with pytest.raises(MediaError, match="a text file"):
         sources.fetch(WATCH, out)
     assert list(out.iterdir()) == []
+
+
+def test_fetch_a_kick_vod_as_a_twitch_one(fake_ydl: type[FakeYoutubeDL], tmp_path: Path) -> None:
+    """A Kick link takes the Twitch path: checked, described, limited, downloaded, probed."""
+    path = sources.fetch(f"https://www.kick.com/SomeStreamer/videos/{KICK_ID}?t=3", tmp_path)
+    assert path.is_file() and list(tmp_path.iterdir()) == [path]
+    [ydl] = fake_ydl.seen
+    assert ydl.url == KICK and ydl.downloaded
+    assert "kick:vod" in ydl.params["allowed_extractors"]
+    assert ydl.params["max_filesize"] == sources.MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    ("info", "fragment"),
+    [
+        ({"duration": 3 * HOUR, "title": "Kick marathon"}, "more than the 2 h limit"),
+        ({"duration": HOUR, "is_live": True, "title": "Kick live"}, "live"),
+    ],
+)
+def test_fetch_refuses_a_kick_vod_as_a_twitch_one(
+    fake_ydl: type[FakeYoutubeDL], tmp_path: Path, info: dict[str, Any], fragment: str
+) -> None:
+    fake_ydl.info = {**fake_ydl.info, **info}
+    with pytest.raises(SourceError, match=fragment):
+        sources.fetch(KICK, tmp_path, max_duration=2 * HOUR)
+    assert not fake_ydl.seen[0].downloaded and list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import tools
-from . import library
+from . import library, zerogpu
 
 WORKDIR_ENV = "HIGHLIGHTSENSE_WORKDIR"
 TTL_ENV = "HIGHLIGHTSENSE_JOB_TTL"
@@ -26,7 +26,9 @@ JOB_MINUTES = 60.0  # wall-clock limit of one job
 MAX_DISK_GB = 40.0  # the work dir and Gradio's uploads together
 MAX_UPLOAD = "8gb"  # Gradio's upload limit: a 6-hour 720p VOD fits
 QUEUE_SIZE = 20  # jobs waiting at most; more are turned away with "queue full"
-GPU_MAX_SECONDS = 300  # the longest ZeroGPU call asked for
+# s one ZeroGPU call may reserve, counted as ZeroGPU counts them (times its duration factor):
+# above an unauthenticated visitor's whole day (2 min) every call of theirs would be refused
+GPU_RESERVE_RANGE = (30.0, zerogpu.DAILY_QUOTA["unauthenticated"])
 
 
 def env_float(name: str, default: float) -> float:
@@ -63,10 +65,22 @@ class Config:
             max_disk=env_float(MAX_DISK_ENV, MAX_DISK_GB) * 1e9,
             max_upload=os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD,
             queue_size=int(env_float(QUEUE_SIZE_ENV, QUEUE_SIZE)),
-            gpu_limit=env_float(GPU_SECONDS_ENV, GPU_MAX_SECONDS),
+            gpu_limit=gpu_reserve(),
             retry_every=env_float(RETRY_ENV, library.RETRY_SECONDS),
-            device="cuda" if library.zero_gpu() else _auto_device(),
+            device="cuda" if zerogpu.on_zero_gpu() else _auto_device(),
         )
+
+
+def gpu_reserve() -> float:
+    """The most seconds one ZeroGPU call may reserve (``HIGHLIGHTSENSE_GPU_SECONDS``)."""
+    value = env_float(GPU_SECONDS_ENV, zerogpu.RESERVE_MAX)
+    low, high = GPU_RESERVE_RANGE
+    if not low <= value <= high:
+        raise SystemExit(
+            f"{GPU_SECONDS_ENV} must be between {low:.0f} and {high:.0f} seconds (got {value:g}): "
+            "ZeroGPU refuses longer calls to visitors who are not logged in."
+        )
+    return value
 
 
 def _auto_device() -> str:

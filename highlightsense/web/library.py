@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from ..slices import SLICE_SEC
 from .controls import Picks
 from .jobs import KEEP_RENDERS, Job, JobProgress
 from .messages import for_visitor
+from .zerogpu import gpu_speed, slice_seconds
 
 LOG = logging.getLogger("highlightsense.app")
 
@@ -35,11 +35,6 @@ MODELS_BROKEN = (
     "settings."
 )
 
-# Wall time of one ZeroGPU call: a base for start-up plus a share of the VOD's length it covers
-# (separating and featurizing a slice, or scoring the whole VOD). Longer VODs take more calls.
-GPU_BASE_SECONDS = 30
-GPU_SECONDS_PER_VOD_SECOND = 0.03
-
 # Share of the job's bar: the analysis, then the first cut of the clips.
 ANALYSIS_SHARE = 0.92
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -47,6 +42,7 @@ NAME_CHARS = 60  # of the VOD's name kept in download names
 # Editor timelines offered with every result (milliseconds to write): OpenTimelineIO, Final Cut 7
 # XML (Premiere, Resolve), Final Cut Pro XML, a CMX 3600 EDL and YouTube chapters.
 TIMELINES = ("otio", "fcp7xml", "fcpxml", "edl", "chapters")
+VERTICAL_PREFIX = "vertical-"  # of the 9:16 clips' download names, after the VOD's
 
 
 class ModelsMissing(UserError):
@@ -94,35 +90,6 @@ class Models:
             raise ModelsMissing(self.error)
 
 
-def zero_gpu() -> bool:
-    return os.environ.get("SPACES_ZERO_GPU") == "true"
-
-
-def gpu_seconds(vod_seconds: float, limit: float) -> int:
-    """How long to borrow the GPU for a call covering ``vod_seconds`` of VOD (at most ``limit``)."""
-    wanted = math.ceil(GPU_BASE_SECONDS + GPU_SECONDS_PER_VOD_SECOND * vod_seconds)
-    return int(min(wanted, limit))
-
-
-def gpu_runner(limit: float) -> Callable | None:
-    """On ZeroGPU, ``run(vod_seconds, fn, *args)`` borrowing the GPU for as long as the share of
-    the VOD the call covers needs (at most ``limit`` s); elsewhere None (the library then runs
-    in this process)."""
-    if not zero_gpu():
-        return None
-    import spaces
-
-    def run(vod_seconds: float, fn: Callable, *args: object) -> object:
-        return fn(*args)
-
-    return spaces.GPU(duration=lambda vod_seconds, *_: gpu_seconds(vod_seconds, limit))(run)
-
-
-def slice_seconds(limit: float) -> float:
-    """Seconds of VOD one ZeroGPU call separates: as much as fits the longest call asked for."""
-    return max(60.0, (limit - GPU_BASE_SECONDS) / GPU_SECONDS_PER_VOD_SECOND)
-
-
 def analysis_settings(window: float, device: str) -> AnalysisSettings:
     return AnalysisSettings(
         window_sec=window, stride_sec=min(scoring.STRIDE_SEC, window), device=device
@@ -155,7 +122,8 @@ def analyze(
     gpu: Callable | None,
     gpu_limit: float,
 ) -> Analysis:
-    """Separate, featurize and score ``source`` (a local file or a checked link) for ``job``."""
+    """Separate, featurize and score ``source`` (a local file or a checked link) for ``job``;
+    with ``gpu`` (on ZeroGPU), in GPU calls that each reserve at most ``gpu_limit`` s."""
     engine = Engine.create(analysis_settings(window, device), device=device)
     bar = progress.part(0.0, ANALYSIS_SHARE, analysis_stages(is_link))
     bar(0.0)
@@ -165,7 +133,7 @@ def analyze(
         progress=bar,
         download_dir=job.folder / "download",
         gpu=gpu,
-        slice_sec=slice_seconds(gpu_limit) if gpu is not None else SLICE_SEC,
+        slice_sec=slice_seconds(gpu_speed(), gpu_limit) if gpu is not None else SLICE_SEC,
     )
     LOG.info("analysis finished: job %s in %.1f s", job.id, time.perf_counter() - began)
     return analysis
@@ -225,14 +193,16 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
     tables and timelines, the two highlight tables, each clip, the timelines, then each
     vertical clip."""
-    stem = SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
+    stem = download_stem(vod_name)
     folder = out_dir / "downloads"
     folder.mkdir()
     tables = [out_dir / name for name in ("highlights.csv", "highlights.json", "scores.csv")]
     tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
-    named_vertical = [folder / f"{stem}-vertical-{path.name}" for path in result.vertical_paths]
+    named_vertical = [
+        folder / f"{stem}-{VERTICAL_PREFIX}{path.name}" for path in result.vertical_paths
+    ]
     sources = [*tables, *result.clip_paths, *result.vertical_paths]
     pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
     for source, target in pairs:
@@ -246,6 +216,11 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
         for path in [*named_tables, *named_clips, *named_vertical]:
             archive.write(path, f"{stem}-highlights/{path.name}")
     return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
+
+
+def download_stem(vod_name: str) -> str:
+    """What every download of a VOD's results starts with: its name, made safe and short."""
+    return SAFE_NAME.sub("_", Path(vod_name).stem)[:NAME_CHARS].strip(" ._") or "vod"
 
 
 def _prune_store(store: Path) -> None:

@@ -10,7 +10,6 @@ never touches the results on screen until it has succeeded.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import threading
 import time
@@ -21,11 +20,11 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .. import scoring, signals, sources
+from .. import scoring, selection, signals, sources
 from ..chat import CHAT_WEIGHT
 from ..errors import Cancelled
 from ..files import cache_dir
-from . import controls, example, framing, library, view
+from . import api, controls, example, framing, library, view, zerogpu
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, keep_input
@@ -61,7 +60,7 @@ NO_VIDEO = (
 # --- the service -----------------------------------------------------------------------------
 
 
-class Service(VerticalPanel):
+class Service(VerticalPanel, api.ApiCalls):
     """The app's state (jobs, models, the example) and the handlers the page and API call."""
 
     def __init__(self, config: Config):
@@ -89,8 +88,13 @@ class Service(VerticalPanel):
         """Start-up work, none of it blocking: models, sweeps and the example."""
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         lend_ffprobe()
-        self.gpu = library.gpu_runner(self.config.gpu_limit)
-        self.models.start()
+        self.gpu = zerogpu.runner(self.config.gpu_limit)
+        if self.gpu is not None:
+            # ZeroGPU packs the weights put on its emulated CUDA before launch() and moves them
+            # to each call's GPU at once; loading later would copy them call by call.
+            self.models.load_once()
+        if self.gpu is None or self.models.error is not None:
+            self.models.start()  # in the background; retried while it fails
         threading.Thread(target=self._sweep, name="sweep-jobs", daemon=True).start()
         threading.Thread(target=self.prepare_example, name="example", daemon=True).start()
 
@@ -111,14 +115,15 @@ class Service(VerticalPanel):
         except Exception:
             LOG.exception("could not make the example VOD")
             return
-        if self.gpu is not None:
-            return  # on ZeroGPU the GPU is lent to visitors' calls only: analyse on first click
         self.models.check()
         with self._example_lock, self.busy:
             if self.example_job is None:
                 self.example_job = self._analyse_example()
 
     def _analyse_example(self) -> Job:
+        """The example's analysis, made once at start-up. On ZeroGPU the GPU is lent only to
+        visitors' calls, out of their daily quota: the 75 s example runs on the CPU instead, so
+        the first visitor sees it at once and pays nothing for it."""
         job = Job("example", self.config.work_dir / "example-job", "example", state="done")
         shutil.rmtree(job.folder, ignore_errors=True)
         job.folder.mkdir(parents=True)
@@ -128,9 +133,9 @@ class Service(VerticalPanel):
             str(self.example_path),
             False,
             EXAMPLE_WINDOW,
-            self.config.device,
+            "cpu" if self.gpu is not None else self.config.device,
             job.progress(self.config.job_limit),
-            self.gpu,
+            None,
             self.config.gpu_limit,
         )
         return job
@@ -230,7 +235,7 @@ class Service(VerticalPanel):
         # the job's id reaches the browser first, so a reloaded page finds its progress
         yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
         try:
-            self._work(job, picks, window, source, is_link, name, chat_path)
+            self._work(job, picks, window, source, is_link, name, chat_path=chat_path)
         except Exception:
             yield page(**idle(state), status=self._failed(state, job.message))
             return
@@ -247,10 +252,19 @@ class Service(VerticalPanel):
         return shown
 
     def _work(
-        self, job: Job, picks: Picks, window: float, source, is_link, name, chat_path=None
+        self,
+        job: Job,
+        picks: Picks,
+        window: float,
+        source,
+        is_link,
+        name,
+        quick_first=True,
+        chat_path=None,
     ) -> None:
         """Analyse (and score the chat replay at ``chat_path`` on the same windows) and cut
-        quick previews, one job at a time; a failure is kept in the job."""
+        quick previews (or, not ``quick_first``, the clips asked for), one job at a time; a
+        failure is kept in the job."""
         with self.busy:
             try:
                 job.name, job.window = name, window
@@ -265,7 +279,7 @@ class Service(VerticalPanel):
                 job.source = Path(job.analysis.source)
                 job.name = name or job.source.name
                 library.read_chat(job, chat_path)
-                preview = picks.cut == "exact"
+                preview = quick_first and picks.cut == "exact"
                 with job.lock:
                     library.render(
                         job, picks, preview=preview, progress=progress, cancel=progress.check
@@ -289,7 +303,7 @@ class Service(VerticalPanel):
             return
         with self._example_lock:
             template = self.example_job
-        if template is None:  # not analysed yet (or on ZeroGPU): analyse it as a visitor's VOD
+        if template is None:  # not analysed yet: analyse it as a visitor's VOD
             yield from self._run(
                 state, EXAMPLE_PICKS, EXAMPLE_WINDOW, str(self.example_path), False, EXAMPLE_NAME
             )
@@ -318,7 +332,7 @@ class Service(VerticalPanel):
         shown = self.jobs.find(state["job"])
         if shown is not None and shown.source is not None and shown.source.is_file():
             return str(shown.source), False, shown.name
-        raise BadInput("Upload a VOD or paste a Twitch or YouTube link first.")
+        raise BadInput("Upload a VOD or paste a Twitch, Kick or YouTube link first.")
 
     @page_handler
     def cancel(self, state: object) -> tuple:
@@ -483,75 +497,78 @@ class Service(VerticalPanel):
 
     def detect(
         self,
-        file: str | None,
-        link: str | None,
-        top_n: float,
-        percentile: float,
-        threshold: float | None,
-        gap: float,
-        pad_before: float,
-        pad_after: float,
-        cut: str,
+        file: str | None = None,
+        link: str = "",
+        top_n: float = selection.TOP_N,
+        percentile: float = selection.PERCENTILE,
+        threshold: float | None = None,
+        gap: float = selection.NMS_SEC,
+        pad_before: float = 0.0,
+        pad_after: float = 0.0,
+        cut: str = "exact",
+        vertical: str = "off",
         chat: str | None = None,
         chat_weight: float = CHAT_WEIGHT,
-    ) -> tuple[dict, str | None]:
-        """Find the highlights of a VOD (an uploaded file or a Twitch / YouTube link).
+    ) -> tuple:
+        """Find the highlights of a game-stream VOD and cut them into clips.
 
-        Returns a JSON object (duration, threshold, message, highlights: rank, start_sec,
-        end_sec, confidence, clip; chat, when a chat replay was given) and a zip of the clips
-        and tables.
+        Args:
+            file: the VOD, a video or audio file (or leave empty and give link)
+            link: a Twitch, Kick or YouTube VOD link (or leave empty and give file)
+            top_n: clips at most, 1-50 (default 20)
+            percentile: keep moments scoring above this percentile of the VOD, 50-100 (default 99)
+            threshold: a minimum score 0-1 to use instead of the percentile (default none)
+            gap: minimum seconds between two clips, 0-600 (default 10)
+            pad_before: seconds added before each clip, 0-60 (default 0)
+            pad_after: seconds added after each clip, 0-60 (default 0)
+            cut: exact (re-encoded, frame-accurate) or fast (stream copy); default exact
+            vertical: off, stack, crop or fit: also cut 9:16 clips (default off)
+            chat: the VOD's chat replay, fused with the audio (default none)
+            chat_weight: the chat's share of the score, 0-1 (default 0.35; 0: the audio alone)
+        Returns:
+            report: {job, vod, duration, threshold, message, vertical, highlights; chat}
+            each highlight: {rank, start_sec, end_sec, confidence, clip, vertical_clip; signals}
+            the zip of the clips, tables and timelines
+            the clips by rank, then the vertical clips by rank
+            the editor timelines (otio, fcp7xml, fcpxml, edl, chapters)
+            the score plot (HTML)
         """
         try:
             return self._detect(
-                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
+                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
                 chat, chat_weight,
             )  # fmt: skip
         except Exception as error:
-            raise gr.Error(sentence(error, "detect"), print_exception=False) from None
+            raise api.as_api_error(error, "detect") from None
 
-    def _detect(self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut,
-                chat=None, chat_weight=CHAT_WEIGHT):  # fmt: skip
+    def _detect(
+        self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
+        chat=None, chat_weight=CHAT_WEIGHT,
+    ) -> tuple:  # fmt: skip
         by = "percentile" if threshold is None else "threshold"
         picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut,
                                chat_weight)  # fmt: skip
+        chosen = api.vertical_layout(vertical)
         source, is_link, name = self.source({"job": ""}, file, link)
         chat_path = controls.chat_file(chat)
         self.models.check()
-        job = self.jobs.start("api")
-        self._work(job, dataclasses.replace(picks, cut="fast") if cut == "fast" else picks,
-                   scoring.WINDOW_SEC, source, is_link, name, chat_path)  # fmt: skip
-        if not job.exact:
-            with job.lock:
+        job = self.jobs.start(api.API_OWNER)
+        self._work(job, picks, scoring.WINDOW_SEC, source, is_link, name, quick_first=False,
+                   chat_path=chat_path)  # fmt: skip
+        note = ""
+        if chosen is not None and job.analysis.info.has_video:
+            with job.lock:  # the landscape clips are in the job's store: only 9:16 is cut
+                job.framing = chosen
                 library.render(job, picks, preview=False)
+        elif chosen is not None:
+            note = api.NO_PICTURE
+        answer = api.answer(job, note)
         result = job.result
-        clips = {h.rank: p for h, p in zip(result.highlights, job.files[3:], strict=False)}
-        found = len(result.highlights)
-        message = (
-            f"{found} highlight{'s' if found != 1 else ''} found."
-            if found
-            else "No highlights with these settings; lower the percentile or the threshold."
-        )
-        report = {
-            "vod": job.name,
-            "duration": round(job.analysis.duration, 3),
-            "threshold": round(result.threshold, 6),
-            "message": message,
-            "highlights": [
-                {
-                    "rank": h.rank,
-                    "start_sec": round(h.start_sec, 3),
-                    "end_sec": round(h.end_sec, 3),
-                    "confidence": round(h.confidence, 6),
-                    "clip": clips[h.rank].name if h.rank in clips else None,
-                }
-                for h in result.highlights
-            ],
-        }
-        if result.signals:  # each highlight's share of audio and chat
-            report["chat"] = {k: v for k, v in job.chat.about.items() if k != "file"}
-            for row, h in zip(report["highlights"], result.highlights, strict=True):
+        if result.signals:  # the chat's summary, and each highlight's share of audio and chat
+            answer.report["chat"] = {k: v for k, v in job.chat.about.items() if k != "file"}
+            for row, h in zip(answer.report["highlights"], result.highlights, strict=True):
                 row["signals"] = signals.contributions(result.windows, result.signals, h.window)
-        return report, str(job.files[0])
+        return answer.values()
 
 
 def shown_clips(result) -> list[Path]:
