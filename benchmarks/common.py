@@ -35,6 +35,9 @@ VIDEO_RATE = 5  # frames per second
 LOUD_PERIOD = 97  # s between loud bursts, so some windows stand out
 LOUD_LENGTH = 4  # s per burst
 MAKE_TIMEOUT = 3600  # s allowed to generate an input
+QUIET_LOAD = 1.5  # 1-min load average above which a run's wall time is not a quiet-machine figure
+SETTLE_LOAD = 0.5  # 1-min load average waited for before each run (the last run's own load decays)
+SETTLE_POLL = 5.0  # s between load readings while waiting
 
 
 def ffmpeg() -> str:
@@ -132,6 +135,34 @@ def cpu_usage() -> dict[str, float]:
     }
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), from
+    /proc: its start in clock ticks after boot against the seconds since boot."""
+    with open("/proc/self/stat") as stat:
+        started = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0]) - started / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable threads, every process on the machine)."""
+    return os.getloadavg()[0]
+
+
+def settle(max_wait: float) -> tuple[float, float]:
+    """Wait up to ``max_wait`` s for the 1-min load average to fall to SETTLE_LOAD (a run that
+    just ended leaves its own load behind); (the load then, seconds waited)."""
+    began = time.monotonic()
+    while load_average() > SETTLE_LOAD and time.monotonic() - began < max_wait:
+        time.sleep(SETTLE_POLL)
+    return load_average(), time.monotonic() - began
+
+
+def quiet(run: dict) -> bool:
+    """Whether the machine was quiet around ``run`` (load average before and after it)."""
+    return max(run["load_before"], run["load_after"]) <= QUIET_LOAD
+
+
 class Stopwatch:
     """Wall seconds per named stage, summed over repeated entries."""
 
@@ -150,9 +181,14 @@ class Stopwatch:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
-def run_child(script: Path, config: dict, timeout: float | None = None) -> dict:
+def run_child(
+    script: Path, config: dict, timeout: float | None = None, settle_max: float = 0.0
+) -> dict:
     """Run ``script --child JSON`` in a fresh interpreter (so its peak RSS is its own) and
-    return the JSON object it prints on its last line."""
+    return the JSON object it prints on its last line, with the 1-min load average just before
+    and just after (``load_before``, ``load_after``), after waiting up to ``settle_max`` s for
+    the load to settle."""
+    load_before, waited = settle(settle_max)
     done = subprocess.run(
         [sys.executable, str(script), "--child", json.dumps(config)],
         capture_output=True,
@@ -162,7 +198,8 @@ def run_child(script: Path, config: dict, timeout: float | None = None) -> dict:
     )
     if done.returncode != 0:
         raise RuntimeError(f"{script.name} {config} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "load_before": load_before, "load_after": load_average(), "waited": waited}
 
 
 def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:

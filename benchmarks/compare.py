@@ -1,7 +1,7 @@
 """The published procedure against the project's pipeline, on the same VOD and model files.
 
-    python benchmarks/compare.py --minutes 15 --separator tiny
-    python benchmarks/compare.py --minutes 3 --separator htdemucs
+    python benchmarks/compare.py            # 1.5 min VOD, htdemucs-sized and tiny, paired
+    python benchmarks/compare.py --minutes 15 --separator tiny --repeat 2
 
 (a) "published" re-implements the published inference notebook step by step: ffmpeg splits the
 audio into 60 s WAV pieces; the Demucs command line (``python -m demucs --two-stems vocals``,
@@ -13,7 +13,11 @@ padded to 2584 frames with the window minimum (SPEC §4); percentile threshold a
 (b) "ours" is ``highlightsense.analyze`` with the cache off (see benchmarks/pipeline.py).
 
 Each run is a fresh child interpreter; peak RSS is the largest single process (the Demucs
-command line runs in its own processes). ``--repeat`` interleaves runs; medians are shown.
+command line runs in its own processes). ``--repeat`` interleaves runs; medians are shown. Both
+totals count from the child interpreter's start ("start-up": the interpreter and the imports).
+Before each run the script waits up to ``--settle`` s for the 1-min load average to fall to 0.5,
+and prints it before and after: pairs with a reading above 1.5 are left out of the medians
+while a quiet pair is left, and the title says BUSY when none was quiet.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,8 +41,8 @@ SCRIPT = Path(__file__).resolve()
 PIECE_SECONDS = 60  # s per Demucs command-line run, as published
 TARGET_FRAMES = 2584  # the training length every window is padded to (SPEC §4)
 TOOL_TIMEOUT = 3600  # s for any one ffmpeg or Demucs run
-STAGES = ("split", "separate", "concatenate", "features", "load model", "score", "select",
-          "clips", "tables")  # fmt: skip
+STAGES = ("start-up", "split", "separate", "concatenate", "features", "load model", "score",
+          "select", "clips", "tables")  # fmt: skip
 
 
 def _run(cmd: list[str]) -> None:
@@ -58,6 +61,7 @@ def run_published(config: dict) -> dict:
     from highlightsense import clips, media
     from highlightsense.model import CRNN
 
+    startup = common.process_age()  # the interpreter and the imports above
     ffmpeg = common.ffmpeg()
     vod = Path(config["vod"])
     work = Path(config["out_dir"])
@@ -65,7 +69,7 @@ def run_published(config: dict) -> dict:
     pieces.mkdir(parents=True)
     separated.mkdir()
     watch = common.Stopwatch()
-    began = time.perf_counter()
+    watch.add("start-up", startup)
 
     with watch("split"):
         _run([ffmpeg, "-y", "-loglevel", "error", "-i", str(vod), "-vn", "-f", "segment",
@@ -152,7 +156,7 @@ def run_published(config: dict) -> dict:
             writer.writerow(["rank", "start_sec", "end_sec", "confidence"])
             writer.writerows([[r, k[1], k[2], k[3]] for r, k in enumerate(kept, 1)])
 
-    total = time.perf_counter() - began
+    total = common.process_age()
     np.save(work / "windows.npy", table[:, 1:])
     return {
         "seconds": {k: watch.seconds.get(k, 0.0) for k in STAGES},
@@ -168,8 +172,10 @@ def run_published(config: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--separator", choices=common.SEPARATORS, default="tiny")
+    parser.add_argument("--minutes", type=float, default=1.5)
+    parser.add_argument(
+        "--separator", choices=common.SEPARATORS, nargs="+", default=["htdemucs", "tiny"]
+    )
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -182,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--audio-only", action="store_true", help="an .m4a input, no video")
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
+    parser.add_argument(
+        "--settle", type=float, default=120.0, help="s to wait for a quiet machine before a run"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -190,8 +199,30 @@ def main(argv: list[str] | None = None) -> None:
 
     scratch = args.scratch or Path(tempfile.gettempdir()) / "highlightsense-bench"
     scratch.mkdir(parents=True, exist_ok=True)
-    inputs = ours.prepare(scratch, args.minutes, args.separator, not args.audio_only)
-    base = {**inputs, "minutes": args.minutes, "separator": args.separator}
+    ratios = []
+    for separator in args.separator:
+        published, mine = compare(args, scratch, separator)
+        ratios.append((separator, mine["total"] / published["total"], published, mine))
+    print(f"\nsummary, {args.minutes:g} min {'audio' if args.audio_only else 'VOD'}:")
+    for separator, ratio, published, mine in ratios:
+        print(
+            f"  {separator}: ours/published {ratio:.3f} (wall), "
+            f"{cpu_seconds(mine) / cpu_seconds(published):.3f} (CPU time); peak RSS ours "
+            f"{mine['peak_rss_mib']:.0f} MiB, published {published['peak_rss_mib']:.0f} MiB; "
+            f"quiet pairs {mine['quiet_runs']} of {mine['runs']}, "
+            f"largest load average {max(mine['load_max'], published['load_max']):.2f}"
+        )
+
+
+def cpu_seconds(run: dict) -> float:
+    return run["user_sec"] + run["sys_sec"]
+
+
+def compare(args: argparse.Namespace, scratch: Path, separator: str) -> tuple[dict, dict]:
+    """``--repeat`` interleaved pairs (published, ours) with ``separator``; prints the table and
+    returns both sides' medians over the quiet pairs (all pairs when none was quiet)."""
+    inputs = ours.prepare(scratch, args.minutes, separator, not args.audio_only)
+    base = {**inputs, "minutes": args.minutes, "separator": separator}
     mine = {
         **base,
         "precision": args.precision,
@@ -203,46 +234,61 @@ def main(argv: list[str] | None = None) -> None:
     for attempt in range(args.repeat):  # interleaved, so a busy spell hits both sides
         with tempfile.TemporaryDirectory(dir=scratch) as work:
             published_runs.append(
-                common.run_child(SCRIPT, {**base, "out_dir": f"{work}/published"})
+                common.run_child(
+                    SCRIPT, {**base, "out_dir": f"{work}/published"}, settle_max=args.settle
+                )
             )
-            our_runs.append(common.run_child(ours.SCRIPT, {**mine, "out_dir": f"{work}/ours"}))
+            our_runs.append(
+                common.run_child(
+                    ours.SCRIPT, {**mine, "out_dir": f"{work}/ours"}, settle_max=args.settle
+                )
+            )
             if attempt == args.repeat - 1:
                 _print_agreement(Path(work))
-        print(f"run {attempt + 1}: published {published_runs[-1]['total']:.1f} s, "
-              f"ours {our_runs[-1]['total']:.1f} s", file=sys.stderr)  # fmt: skip
+        print(f"{separator} pair {attempt + 1}: published {ours.describe(published_runs[-1])}; "
+              f"ours {ours.describe(our_runs[-1])}", file=sys.stderr)  # fmt: skip
 
+    # a pair counts only when both sides ran on a quiet machine
+    pairs = [
+        common.quiet(p) and common.quiet(m) for p, m in zip(published_runs, our_runs, strict=True)
+    ]
+    if any(pairs):
+        published_runs = [r for r, q in zip(published_runs, pairs, strict=True) if q]
+        our_runs = [r for r, q in zip(our_runs, pairs, strict=True) if q]
     published, mine_ = ours.summarize(published_runs), ours.summarize(our_runs)
+    published["quiet_runs"] = mine_["quiet_runs"] = sum(pairs)
+    published["runs"] = mine_["runs"] = len(pairs)
     rows = [(f"published: {k}", f"{published['seconds'][k]:.2f}", "") for k in STAGES]
     rows += [(f"ours: {k}", "", f"{mine_['seconds'][k]:.2f}") for k in ours.STAGES]
     ratio = mine_["total"] / published["total"]
-    cpu_ratio = (mine_["user_sec"] + mine_["sys_sec"]) / (
-        published["user_sec"] + published["sys_sec"]
-    )
+    cpu_ratio = cpu_seconds(mine_) / cpu_seconds(published)
     rows += [
         ("total (median)", f"{published['total']:.2f}", f"{mine_['total']:.2f}"),
         ("total (min)", f"{published['total_min']:.2f}", f"{mine_['total_min']:.2f}"),
         ("ratio ours/published", "", f"{ratio:.3f}"),
         ("realtime factor", *(f"{r['audio_sec'] / r['total']:.2f}x" for r in (published, mine_))),
         ("peak RSS (MiB)", *(f"{r['peak_rss_mib']:.0f}" for r in (published, mine_))),
-        (
-            "CPU user+system (s)",
-            *(f"{r['user_sec'] + r['sys_sec']:.1f}" for r in (published, mine_)),
-        ),
+        ("CPU user+system (s)", *(f"{cpu_seconds(r):.1f}" for r in (published, mine_))),
         ("of it system (s)", *(f"{r['sys_sec']:.1f}" for r in (published, mine_))),
         ("minor page faults", *(f"{r['minor_faults']:.0f}" for r in (published, mine_))),
         ("CPU-time ratio ours/published", "", f"{cpu_ratio:.3f}"),
         ("windows scored", *(str(r["windows"]) for r in (published, mine_))),
         ("clips cut", *(str(r["clips"]) for r in (published, mine_))),
         ("workers x threads", *(r["parallelism"] for r in (published, mine_))),
+        ("largest load average", *(f"{r['load_max']:.2f}" for r in (published, mine_))),
+        ("quiet pairs (load <= 1.5)", "", f"{sum(pairs)} of {len(pairs)}"),
     ]
     precision = args.precision
     if precision == "auto":
         precision = f"auto = {default_precision('cpu')} on this CPU"
     title = (
-        f"{args.minutes:g} min {'audio' if args.audio_only else 'VOD'}, {args.separator} "
-        f"separator, ours at {precision}, {args.repeat} run(s) each (median)"
+        f"{args.minutes:g} min {'audio' if args.audio_only else 'VOD'}, {separator} "
+        f"separator, ours at {precision}, {args.repeat} pair(s) (median)"
     )
+    if not any(pairs):
+        title += f"; BUSY MACHINE (load > {common.QUIET_LOAD}): wall-time ratio not valid"
     common.print_table(title, rows, ("stage (s)", "published", "ours"))
+    return published, mine_
 
 
 def _print_agreement(work: Path) -> None:

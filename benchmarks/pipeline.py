@@ -8,6 +8,12 @@ Every configuration (the cross product of the lists given) runs ``analyze`` in a
 interpreter, so its peak RSS is its own; ``--repeat`` runs each several times, interleaved, and
 the table shows the median (min in brackets). Inputs and random-weight models are generated in
 ``--scratch`` (reused between runs) and never downloaded. Figures are printed, never asserted.
+
+Before each run the script waits up to ``--settle`` s for the 1-min load average to fall to
+0.5 and prints it before and after the run: a run with either above 1.5 is not a quiet-machine
+figure, and the medians leave such runs out while any quiet run is left (the table says so).
+The total counts from the child interpreter's start: "start-up" is the interpreter and the
+library's imports, the fixed cost every run pays before its first stage.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import common  # noqa: E402  (after the path set-up above)
 SCRIPT = Path(__file__).resolve()
 # The sub-stages timed inside "separate+features", in table order.
 STAGES = (
+    "start-up",
     "probe+load",
     "decode (stats pass)",
     "separate (model)",
@@ -72,6 +79,7 @@ def run_ours(config: dict) -> dict:
 
     from highlightsense import features, pipeline, runtime, stems
 
+    startup = common.process_age()  # the interpreter, this script and the library's imports
     plan = runtime.Plan.for_device("cpu", config.get("batch_size"))
     if config.get("workers") or config.get("threads"):  # instead of the per-device default
         plan = dataclasses.replace(
@@ -89,7 +97,6 @@ def run_ours(config: dict) -> dict:
     features.LogMelStream.finish = _timed(inner, "features", features.LogMelStream.finish)
 
     out_dir = Path(config["out_dir"])
-    began = time.perf_counter()
     result = pipeline.analyze(
         config["vod"],
         out_dir=out_dir,
@@ -101,13 +108,14 @@ def run_ours(config: dict) -> dict:
         batch_size=config.get("batch_size"),
         use_cache=False,
     )
-    total = time.perf_counter() - began
+    total = common.process_age()  # from the interpreter's start, as the user waits
     outer = result.analysis.seconds
     seconds = {
+        "start-up": startup,
         "probe+load": outer["probe"],
-        **{k: inner.seconds.get(k, 0.0) for k in STAGES[1:3]},
+        **{k: inner.seconds.get(k, 0.0) for k in STAGES[2:4]},
         "separate (rest)": outer["separate+features"]
-        - sum(inner.seconds.get(k, 0.0) for k in STAGES[1:3] + ("features",)),
+        - sum(inner.seconds.get(k, 0.0) for k in STAGES[2:4] + ("features",)),
         "features": inner.seconds.get("features", 0.0),
         "score": outer["score"],
         "clips+tables": result.seconds["clips"],
@@ -155,7 +163,19 @@ def stems_precision_effect(config: dict) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median of each figure over repeated runs, plus the minimum total."""
+    """Median of each figure over repeated runs (only the quiet ones while there are any), plus
+    the minimum total, the largest load average seen and how many runs were quiet."""
+    quiet = [r for r in runs if common.quiet(r)]
+    counted = quiet or runs
+    return {
+        **_medians(counted),
+        "quiet_runs": len(quiet),
+        "runs": len(runs),
+        "load_max": max(max(r["load_before"], r["load_after"]) for r in runs),
+    }
+
+
+def _medians(runs: list[dict]) -> dict:
     stages = {k: statistics.median(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}
     totals = [r["total"] for r in runs]
     return {
@@ -169,6 +189,15 @@ def summarize(runs: list[dict]) -> dict:
             for k in ("user_sec", "sys_sec", "minor_faults")
         },
     }
+
+
+def describe(run: dict) -> str:
+    """One run's total and the load around it, for the progress lines."""
+    busy = "" if common.quiet(run) else f" BUSY (above {common.QUIET_LOAD})"
+    return (
+        f"{run['total']:.1f} s, load average {run['load_before']:.2f} before "
+        f"(waited {run['waited']:.0f} s), {run['load_after']:.2f} after{busy}"
+    )
 
 
 def label(config: dict) -> str:
@@ -197,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--audio-only", action="store_true", help="an .m4a input, no video")
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
+    parser.add_argument(
+        "--settle", type=float, default=120.0, help="s to wait for a quiet machine before a run"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -228,8 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeat):  # interleaved, so a busy spell hits every configuration
         for i, config in enumerate(configs):
             config["out_dir"] = str(scratch / f"out-ours-{i}")
-            runs[i].append(common.run_child(SCRIPT, config))
-            print(f"ran {label(config)}: {runs[i][-1]['total']:.1f} s", file=sys.stderr)
+            runs[i].append(common.run_child(SCRIPT, config, settle_max=args.settle))
+            print(f"ran {label(config)}: {describe(runs[i][-1])}", file=sys.stderr)
 
     results = [summarize(runs[i]) for i in range(len(configs))]
     header = ("stage (s)", *(label(c) for c in configs))
@@ -241,9 +273,15 @@ def main(argv: list[str] | None = None) -> None:
         ("realtime factor", *(f"{r['audio_sec'] / r['total']:.1f}x" for r in results)),
         ("peak RSS (MiB)", *(f"{r['peak_rss_mib']:.0f}" for r in results)),
         ("windows", *(str(r["windows"]) for r in results)),
+        ("CPU user+system (s)", *(f"{r['user_sec'] + r['sys_sec']:.1f}" for r in results)),
         ("workers x threads", *(r["parallelism"] for r in results)),
+        ("quiet runs (load <= 1.5)", *(f"{r['quiet_runs']} of {r['runs']}" for r in results)),
+        ("largest load average", *(f"{r['load_max']:.2f}" for r in results)),
     ]
-    common.print_table(f"highlightsense.analyze, {args.repeat} run(s) each", rows, header)
+    title = f"highlightsense.analyze, {args.repeat} run(s) each"
+    if any(r["quiet_runs"] == 0 for r in results):
+        title += f"; BUSY MACHINE (load > {common.QUIET_LOAD}): wall times are not quiet figures"
+    common.print_table(title, rows, header)
     _print_precision_effect(configs)
 
 

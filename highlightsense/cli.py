@@ -23,6 +23,7 @@ from .errors import Cancelled, UserError
 from .outfolder import disk_error, is_disk_error
 from .progress import eta_seconds
 from .settings import (
+    CAPTION_MODES,
     CHAT_ON_ERROR,
     DEFAULT_SEPARATOR,
     DEVICES,
@@ -167,6 +168,12 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     flag("--chat-words", type=_chat_words, help="the community's reaction words: KEKW,Pog,…")
     flag("--chat-on-error", choices=CHAT_ON_ERROR, help="an unusable chat file stops the run "
          "(stop) or is left out (audio)")  # fmt: skip
+    flag(
+        "--captions",
+        choices=CAPTION_MODES,
+        help="captions from the voice: burn (drawn in), soft (subtitle track), files (.srt/.vtt)",
+    )
+    flag("--language", help="the speech's language for captions, an ISO code (default: detected)")
     flag("--no-cache", dest="use_cache", action="store_false", help="do not reuse cached features")
     flag("--device", choices=DEVICES, help=f"where the models run ({A.device})")
     flag("--precision", choices=PRECISIONS, help=f"separation precision ({A.precision})")
@@ -202,6 +209,8 @@ def run_detect(args: argparse.Namespace) -> int:
             f"  #{h.rank:<2} {format_timestamp(h.start_sec)}–{format_timestamp(h.end_sec)}"
             f"  confidence {h.confidence:.3f}  {clip}"
         )
+        if result.transcripts:
+            print(f"      “{result.transcripts[h.rank - 1].text or '(no speech)'}”")
     if result.vertical_note:
         print(f"Vertical clips in {result.vertical_paths[0].parent}: {result.vertical_note}")
     for path in result.timeline_paths:

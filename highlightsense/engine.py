@@ -33,6 +33,7 @@ from .settings import AnalysisSettings
 # gpu(vod_seconds, fn, *args) → fn(*args), run where the GPU is; vod_seconds is how much of the
 # VOD the call covers, so a per-call time limit can be sized without looking inside the call.
 GpuRunner = Callable[..., Any]
+LOAD_THREADS = 1  # torch threads while the models are built (see Engine.load)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,14 @@ class Engine:
         return self.separator.identity + ("+bf16" if self.precision == "bf16" else "")
 
     def load(self) -> Engine:
-        """Load both models now (they are cached), so a bad file fails before any work."""
-        _ = self.model, self.separator
+        """Load both models now (they are cached), so a bad file fails before any work.
+
+        On one torch thread: building them is thousands of small ops (random initialisation,
+        copies), and with two threads each one's OpenMP region spun (htdemucs-sized and the
+        CRNN: 1.70 → 0.58 s of CPU; benchmarks/README.md, issue 25).
+        """
+        with torch_threads(LOAD_THREADS):
+            _ = self.model, self.separator
         return self
 
     # --- the steps ----------------------------------------------------------------------------

@@ -49,6 +49,11 @@ class OutputError(UserError):
     """The output folder cannot be used: it holds someone else's files, or cannot be written."""
 
 
+class TranscriptError(UserError):
+    """Speech cannot be transcribed: the Whisper model cannot be found or loaded, or a
+    caption's text or language cannot be used."""
+
+
 class GpuRefused(UserError):
     """A shared GPU (ZeroGPU) refused or stopped a call: the visitor's quota, no free GPU."""
 

@@ -23,15 +23,48 @@ N_MELS = 80  # mel bands
 LOG_FLOOR = 1e-9  # added before the log: silence maps to log(1e-9) ≈ -20.7
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP  # ≈ 43.07; one frame ≈ 23.2 ms
 HALF_WINDOW = N_FFT // 2  # samples of context a centred frame needs on each side
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above
+MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel below MEL_LOG_START_HZ
+MEL_LOG_START_HZ = 1000.0  # Hz where the logarithmic part begins
+MEL_LOG_START = MEL_LOG_START_HZ / MEL_LINEAR_HZ  # mels at that frequency
+MEL_LOG_STEP = np.log(6.4) / 27.0  # natural log of the frequency ratio per mel above it
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    mels = hz / MEL_LINEAR_HZ
+    high = hz >= MEL_LOG_START_HZ
+    mels[high] = MEL_LOG_START + np.log(hz[high] / MEL_LOG_START_HZ) / MEL_LOG_STEP
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    hz = MEL_LINEAR_HZ * mels
+    high = mels >= MEL_LOG_START
+    hz[high] = MEL_LOG_START_HZ * np.exp(MEL_LOG_STEP * (mels[high] - MEL_LOG_START))
+    return hz
+
+
+def mel_filter_bank() -> np.ndarray:
+    """(80, 513) float32 Slaney-normalised mel filter bank, bit-identical to
+    ``librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80)`` (tests/test_features_scoring.py)
+    in the same float64 steps, without importing librosa, which imports scipy.signal: ≈ 1.3 s
+    of CPU per process for a constant (benchmarks/README.md)."""
+    edges = _hz_to_mel(np.array([0.0, SAMPLE_RATE / 2]))
+    band_hz = _mel_to_hz(np.linspace(edges[0], edges[1], N_MELS + 2))  # (82,) band edges, Hz
+    bin_hz = np.fft.rfftfreq(n=N_FFT, d=1.0 / SAMPLE_RATE)  # (513,) centre of each FFT bin
+    widths = np.diff(band_hz)  # (81,)
+    ramps = np.subtract.outer(band_hz, bin_hz)  # (82, 513)
+    rising = -ramps[:N_MELS] / widths[:N_MELS, None]
+    falling = ramps[2:] / widths[1:, None]
+    filters = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)  # triangles
+    filters *= 2.0 / (band_hz[2:] - band_hz[:N_MELS])[:, None]  # equal area per band (Slaney)
+    return filters
 
 
 @functools.lru_cache(maxsize=8)
 def _mel_filters(device: str) -> torch.Tensor:
     """(80, 513) Slaney-normalised mel filter bank, exactly librosa's."""
-    import librosa  # here, not at the top: loading the model alone needs no librosa
-
-    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
-    return torch.from_numpy(filters).to(device)
+    return torch.from_numpy(mel_filter_bank()).to(device)
 
 
 @functools.lru_cache(maxsize=8)

@@ -31,9 +31,10 @@ MARKER = ".highlightsense"  # file in every folder we write: says the folder is 
 MARKER_TEXT = "Written by HighlightSense; a new run with this folder as its output replaces it.\n"
 STALE_SECONDS = 24 * 3600.0  # s after which a staging folder is abandoned, whatever its pid
 SUMMARY = "highlights.json"  # written last: its presence means the output is complete
-OUTPUT_FILES = frozenset({MARKER, "scores.csv", "highlights.csv", SUMMARY, "scores.html"})
+OUTPUT_FILES = frozenset({MARKER, "scores.csv", "highlights.csv", SUMMARY, "scores.html",
+                          "captions.srt"})  # fmt: skip
 OUTPUT_FOLDERS = {
-    "clips": re.compile(r"highlight_\d{2,}\.(mp4|m4a)"),
+    "clips": re.compile(r"highlight_\d{2,}\.(mp4|m4a|srt|vtt)"),  # captions: .srt, .vtt
     "stems": re.compile(r"(vocals|game)\.wav"),
 }
 SUMMARY_KEYS = frozenset({"input", "model", "settings", "windows", "highlights"})

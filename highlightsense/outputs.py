@@ -3,6 +3,7 @@ the tables: scores.csv, highlights.csv, highlights.json and scores.html."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import functools
@@ -10,21 +11,24 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from . import clips, signals
+from . import clips, files, signals, transcripts
 from .features import FRAMES_PER_SECOND
 from .plots import score_figure
 from .progress import Progress
 from .results import Analysis, Highlight, Result
 from .settings import Selection
 from .timecode import format_timestamp
+from .transcripts import Transcript
 
 # recorded in the "chat" section when the chat was fused, so a run without stays as it was
 CHAT_SETTINGS = ("chat", "chat_weight", "chat_words", "chat_on_error")
+CAPTIONS_FILE = "captions.srt"  # beside the timelines: the rough cut's captions
 HIGHLIGHT_FIELDS = (
     "rank", "start_sec", "end_sec", "start_ts", "end_ts", "duration_sec", "confidence", "clip_path",
 )  # fmt: skip
@@ -153,6 +157,14 @@ def highlight_rows(result: Result, out_dir: Path) -> list[dict]:
             rows[-1]["signals"] = signals.contributions(result.windows, result.signals, h.window)
         if result.vertical_paths:
             rows[-1]["vertical_clip_path"] = str(result.vertical_paths[i].relative_to(out_dir))
+        if result.transcripts:
+            heard = result.transcripts[i]
+            rows[-1]["text"] = heard.text
+            rows[-1]["language"] = heard.language
+            rows[-1]["words"] = [  # s from the clip's start
+                {"word": w.text.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+                for w in heard.words
+            ]
     return rows
 
 
@@ -160,14 +172,35 @@ def write_timelines(result: Result, out_dir: Path, media_url: str | None = None)
     """The editor timelines the selection asks for, with a marker per highlight."""
     from . import timelines  # here: OpenTimelineIO only when asked for
 
-    return timelines.write_timelines(
+    rows = highlight_rows(result, out_dir)
+    written = timelines.write_timelines(
         result.selection.timelines,
         out_dir,
         result.analysis.info,
-        highlight_rows(result, out_dir),
+        rows,
         order=result.selection.timeline_order,
         media_url=media_url,
     )
+    if result.transcripts:
+        written.append(write_rough_cut_captions(result, rows, out_dir))
+    return written
+
+
+def write_rough_cut_captions(result: Result, rows: list[dict], out_dir: Path) -> Path:
+    """``captions.srt`` beside the timelines, on their rough cut's time base."""
+    from . import captions, timelines
+
+    places = timelines.rough_cut_places(result.analysis.info, rows, result.selection.timeline_order)
+    by_rank = {h.rank: (h, t) for h, t in zip(result.highlights, result.transcripts, strict=True)}
+    pieces = []
+    for rank, at, first in places:
+        highlight, heard = by_rank[rank]
+        # the cut starts on a whole frame: the clip's times shift by what rounding moved
+        pieces.append((at + highlight.start_sec - first, highlight.end_sec - highlight.start_sec,
+                       heard))  # fmt: skip
+    target = out_dir / CAPTIONS_FILE
+    files.write_atomic(target, captions.rough_cut_srt(pieces))
+    return target
 
 
 def write_tables(result: Result, out_dir: Path) -> None:
@@ -186,7 +219,8 @@ def write_tables(result: Result, out_dir: Path) -> None:
             writer.writerow([i, f"{start:.3f}", f"{end:.3f}", f"{p:.6f}", *extra])
     rows = highlight_rows(result, out_dir)
     with open(out_dir / "highlights.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(HIGHLIGHT_FIELDS), extrasaction="ignore")
+        fields = [*HIGHLIGHT_FIELDS, *(["text"] if result.transcripts else [])]
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     # names only, no folders: the file may be served to someone else than the one who ran it
@@ -223,3 +257,97 @@ def write_tables(result: Result, out_dir: Path) -> None:
         curves=result.curves(),
     )
     figure.write_html(out_dir / "scores.html", include_plotlyjs=True, full_html=True)
+
+
+# --- captions -------------------------------------------------------------------------------
+
+MAX_TRANSCRIPTS = 256  # transcripts remembered per process (re-selection reuses them)
+_transcripts: collections.OrderedDict[tuple, Transcript] = collections.OrderedDict()
+_transcripts_lock = threading.Lock()
+
+
+def _transcript_key(analysis: Analysis, highlight: Highlight, language: str | None) -> tuple:
+    """What a transcript depends on: the input (path, size, time), what made the voice, the
+    span, the Whisper model and the language asked for."""
+    stat = analysis.source.stat()
+    span = (round(highlight.start_sec * 1000), round(highlight.end_sec * 1000))
+    return (str(analysis.source), stat.st_size, stat.st_mtime_ns, analysis.producer, span,
+            transcripts.model_name(), language)  # fmt: skip
+
+
+def transcribe_highlights(
+    analysis: Analysis,
+    highlights: list[Highlight],
+    language: str | None,
+    progress: Progress | None = None,
+    cancel: Callable[[], None] | None = None,
+) -> list[Transcript]:
+    """Each highlight's transcript (from its span's voice), transcribing only spans not heard
+    before in this process with the same model and language."""
+    from . import voice  # here: separation of spans only when captions are asked for
+
+    heard = []
+    for i, highlight in enumerate(highlights):
+        key = _transcript_key(analysis, highlight, language)
+        with _transcripts_lock:
+            known = _transcripts.get(key)
+        if known is None:
+            audio = voice.voice_of(analysis, (highlight.start_sec, highlight.end_sec), cancel)
+            if cancel is not None:
+                cancel()
+            known = transcripts.transcribe(audio, language=language)
+            with _transcripts_lock:
+                _transcripts[key] = known
+                while len(_transcripts) > MAX_TRANSCRIPTS:
+                    _transcripts.popitem(last=False)
+        heard.append(known)
+        if progress is not None:
+            progress((i + 1) / len(highlights), f"transcribed {i + 1} of {len(highlights)} clips")
+    return heard
+
+
+def _fingerprint(transcript: Transcript) -> str:
+    words = [(w.text, w.start, w.end) for w in transcript.words]
+    return hashlib.sha256(repr((transcript.text, words)).encode()).hexdigest()[:12]
+
+
+def caption_cuts(
+    cut: list[Path],
+    highlights: list[Highlight],
+    heard: list[Transcript],
+    mode: str,
+    size: tuple[int, int],
+    cancel: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """The cut clips with their captions burned in (``burn``, frames of ``size``) or as a
+    subtitle track (``soft``), beside them in their store; made only once per transcript."""
+    from . import captions
+
+    made = []
+    for i, (clip, highlight, transcript) in enumerate(zip(cut, highlights, heard, strict=True)):
+        duration = highlight.end_sec - highlight.start_sec
+        target = clip.with_name(f"{mode}_{_fingerprint(transcript)}_{clip.name}")
+        if not target.exists():
+            if mode == "burn":
+                captions.burn(clip, transcript, duration, size, target, cancel)
+            else:
+                captions.mux(clip, transcript, duration, target, cancel)
+        made.append(target)
+        if progress is not None:
+            progress((i + 1) / len(cut), f"captioned {i + 1} of {len(cut)} clips")
+    return made
+
+
+def write_subtitles(result: Result, folder: Path) -> list[Path]:
+    """``highlight_01.srt`` / ``.vtt`` … in ``folder``, times relative to each clip."""
+    from . import captions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = clips.clip_names(len(result.highlights), "")
+    written = []
+    for name, highlight, transcript in zip(names, result.highlights, result.transcripts,
+                                           strict=True):  # fmt: skip
+        duration = highlight.end_sec - highlight.start_sec
+        written += captions.write_subtitles(transcript, duration, folder / name)
+    return written

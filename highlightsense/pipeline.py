@@ -16,13 +16,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import chat, outfolder, outputs, selection, signals, sources
+from . import chat, outfolder, outputs, selection, signals, sources, vertical
 from .engine import Engine
 from .errors import ChatError
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
 from .settings import AnalysisSettings, Selection, split
 from .signals import Signal
+from .transcripts import Transcript, load_model, model_name
 
 VERTICAL_FOLDER = "clips_vertical"  # beside clips/
 
@@ -81,6 +82,7 @@ def render(
     cancel: Callable[[], None] | None = None,
     media_url: str | None = None,
     extra: Sequence[Signal] | None = None,
+    transcripts: Sequence[Transcript] | None = None,
 ) -> Result:
     """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``:
     the clips, the 9:16 clips and the editor timelines the selection asks for, and the tables.
@@ -90,6 +92,8 @@ def render(
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
     ``media_url`` is how the timelines name the source (default: its absolute file URL).
+    With ``selection.captions``, each clip's speech is transcribed (or ``transcripts`` are used,
+    in rank order: corrected ones) and captioned.
     Whatever ``cancel`` raises (it is called every few tenths of a second while clips are cut,
     also when nobody watches the progress) stops the ffmpeg runs at once.
     """
@@ -102,7 +106,22 @@ def render(
     highlights, threshold, above = choose(analysis, chosen, extra)
     result = Result(analysis, chosen, highlights, threshold, above, out_dir=out_dir)
     result.signals, result.notes = extra, notes
-    stages = Stages(progress, {"clips": 1.0, "vertical": 2.0 if chosen.vertical else 0.0})
+    captioned = chosen.captions in ("burn", "soft") and analysis.info.has_video
+    stages = Stages(
+        progress,
+        {
+            "transcripts": 2.0 if chosen.captions else 0.0,
+            "clips": 1.0,
+            "vertical": 2.0 if chosen.vertical else 0.0,
+            "captions": (1.0 + (chosen.vertical is not None)) if captioned else 0.0,
+        },
+    )
+    if chosen.captions and highlights:
+        result.transcripts = list(transcripts) if transcripts is not None else (
+            outputs.transcribe_highlights(analysis, highlights, chosen.language,
+                                          progress=stages("transcripts"), cancel=cancel)
+        )  # fmt: skip
+        result.subtitle_paths = outputs.write_subtitles(result, out_dir / "clips")
     if (chosen.clips or chosen.vertical) and highlights:
         own_store = store is None
         store = out_dir / ".store" if own_store else store
@@ -115,11 +134,18 @@ def render(
                 progress=stages("clips"),
                 cancel=cancel,
             )
+            if captioned:
+                size = (analysis.info.width or 1920, analysis.info.height or 1080)
+                cut = outputs.caption_cuts(cut, highlights, result.transcripts, chosen.captions,
+                                           size, cancel, stages("captions"))  # fmt: skip
             result.clip_paths = outputs.link_clips(cut, out_dir / "clips")
         if chosen.vertical:
             cut, result.vertical_note = outputs.cut_vertical_highlights(
                 analysis, highlights, store, chosen, progress=stages("vertical"), cancel=cancel
             )
+            if captioned:
+                cut = outputs.caption_cuts(cut, highlights, result.transcripts, chosen.captions,
+                                           (vertical.WIDTH, vertical.HEIGHT), cancel)  # fmt: skip
             result.vertical_paths = outputs.link_clips(cut, out_dir / VERTICAL_FOLDER)
         if own_store:
             shutil.rmtree(store)
@@ -171,6 +197,8 @@ def detect(
     if chosen.chat is not None and chosen.chat_weight > 0.0 and chosen.chat_on_error == "stop":
         chat.check_file(chosen.chat)  # a missing or foreign chat file stops before the analysis
     engine = Engine.create(analysis_settings)
+    if chosen.captions:
+        load_model(model_name())  # a bad Whisper model fails before any work
     target = Path(out_dir) if out_dir is not None else default_out_dir(str(source))
     target = Path(os.path.abspath(target.expanduser()))
     staging = outfolder.stage(target)  # refuses a folder holding anyone else's files, first
@@ -191,7 +219,7 @@ def detect(
         outfolder.discard(staging)
         raise
     result.out_dir = target
-    for name in ("clip_paths", "vertical_paths", "timeline_paths"):
+    for name in ("clip_paths", "vertical_paths", "timeline_paths", "subtitle_paths"):
         moved = [target / p.relative_to(staging) for p in getattr(result, name)]
         setattr(result, name, moved)
     return result

@@ -11,6 +11,7 @@ import numpy as np
 from .media import MediaInfo
 from .settings import AnalysisSettings, Selection
 from .signals import AUDIO, Signal, fuse
+from .transcripts import Transcript
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Result:
     vertical_paths: list[Path] = field(default_factory=list)  # 9:16 clips, rank order
     vertical_note: str = ""  # how the vertical clips were framed (the facecam used, …)
     timeline_paths: list[Path] = field(default_factory=list)
+    transcripts: list[Transcript] = field(default_factory=list)  # rank order, when captioned
+    subtitle_paths: list[Path] = field(default_factory=list)  # clips/*.srt, *.vtt, captions.srt
     out_dir: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # analysis stages + rendering
     signals: tuple[Signal, ...] = ()  # fused with the audio (weight above 0), e.g. the chat

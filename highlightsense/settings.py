@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ TIMELINE_FILES = {  # kind → file name written in the output folder
 }
 VERTICAL_LAYOUTS = ("stack", "crop", "fit")  # see highlightsense.vertical
 CHAT_ON_ERROR = ("stop", "audio")  # a chat file that cannot be used stops the run, or is left out
+CAPTION_MODES = ("burn", "soft", "files")  # see highlightsense.captions
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # Whisper's ISO 639 codes (en, de, haw, yue …)
 
 T = TypeVar("T")
 
@@ -132,6 +135,8 @@ class Selection:
     chat_weight: float = CHAT_WEIGHT  # share of the chat score in the fused score; 0: audio
     chat_words: tuple[str, ...] = ()  # the community's own reaction words, besides the lexicon
     chat_on_error: str = "stop"  # stop | audio: what a chat file that cannot be used does
+    captions: str | None = None  # burn, soft or files: captions from the voice (None: none)
+    language: str | None = None  # the speech's ISO code for captions (None: detected)
 
     def __post_init__(self) -> None:
         selection.check_settings(self.percentile, self.threshold, self.nms_sec, self.top_n)
@@ -158,6 +163,15 @@ class Selection:
             raise SettingsError(
                 f"The vertical layout must be one of {', '.join(VERTICAL_LAYOUTS)} "
                 f"(got {self.vertical!r})."
+            )
+
+        if self.captions is not None and self.captions not in CAPTION_MODES:
+            raise SettingsError(
+                f"Captions must be one of {', '.join(CAPTION_MODES)} (got {self.captions!r})."
+            )
+        if self.language is not None and not LANGUAGE_CODE.fullmatch(str(self.language)):
+            raise SettingsError(
+                f"The language must be an ISO code such as en, de or fr (got {self.language!r})."
             )
 
     @classmethod

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import yt_dlp
-
 from . import media, tools
 from .errors import SourceError
 
@@ -224,6 +222,8 @@ def fetch(
             failures.append(err)
             raise
 
+    import yt_dlp  # here, not at the top: a local file never needs it (≈ 0.3 s of CPU to import)
+
     work = Path(tempfile.mkdtemp(prefix=".download-", dir=dest_dir))
     try:
         try:
@@ -260,3 +260,12 @@ def fetch(
     if progress is not None:
         progress(1.0, f"downloaded {target.name}")
     return target
+
+
+def __getattr__(name: str) -> Any:
+    """``sources.yt_dlp``, imported on first use (tests replace its YoutubeDL)."""
+    if name == "yt_dlp":
+        import yt_dlp
+
+        return yt_dlp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -310,3 +310,21 @@ def write_timelines(
         write_atomic(path, text)
         written.append(path)
     return written
+
+
+def rough_cut_places(
+    info: MediaInfo, highlights: Sequence[Marker | Mapping[str, object]], order: str = "rank"
+) -> list[tuple[int, float, float]]:
+    """Where each highlight sits in :func:`build_timeline`'s rough cut: (rank, its start s in
+    the cut, the s of the recording it starts at), in the cut's order, on the same whole frames."""
+    rate = timeline_rate(info)
+    total = _frames(info.duration, rate)
+    items = [as_marker(h) for h in highlights]
+    key = (lambda h: h.rank) if order == "rank" else (lambda h: (h.start_sec, h.rank))
+    places, at = [], 0
+    for item in sorted(items, key=key):
+        first = min(max(_frames(item.start_sec, rate), 0), total - 1)
+        last = min(max(_frames(item.end_sec, rate), first + 1), total)
+        places.append((item.rank, float(at / rate), float(first / rate)))
+        at += last - first
+    return places

@@ -29,6 +29,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import WeightsError
@@ -440,7 +441,10 @@ def build_model(state: dict[str, torch.Tensor], config: ModelConfig, name: str =
         raise WeightsError(f"{name} does not match the HighlightSense CRNN ({'; '.join(details)}).")
     model = CRNN(config)
     model.load_state_dict(state, strict=True)
-    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+    # numpy, not torch.isfinite: on 45 small tensors torch's took 0.4 s of CPU (its OpenMP threads
+    # spinning between the ops), numpy's 5 ms (benchmarks/README.md, issue 25)
+    floats = (t.detach().float().numpy() for t in state.values() if t.is_floating_point())
+    if not all(np.isfinite(values).all() for values in floats):
         raise WeightsError(f"{name} contains NaN or infinite values; it is corrupt.")
     return model.eval()
 

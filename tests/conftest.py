@@ -278,6 +278,13 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list:
     return procs
 
 
+@pytest.fixture(scope="session")
+def scripted_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Whisper folder (CTranslate2 + tokenizer) that reads every window of speech as
+    " gg wp" at 0.0-2.0 s (tests/whisper_fixtures.py), for HIGHLIGHTSENSE_WHISPER."""
+    from whisper_fixtures import build_scripted_whisper
+
+    return built_once(tmp_path_factory, "whisper", build_scripted_whisper)
 # --- app servers, shared by test_app.py and test_app_browser.py (one process runs both) --------
 
 

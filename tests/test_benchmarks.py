@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compare_prints_its_table(tmp_path: Path) -> None:
     command = [
         sys.executable, str(ROOT / "benchmarks" / "compare.py"),
-        "--minutes", "0.5", "--separator", "tiny", "--scratch", str(tmp_path),
+        "--minutes", "0.5", "--separator", "tiny", "--scratch", str(tmp_path), "--settle", "0",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -23,3 +23,22 @@ def test_compare_prints_its_table(tmp_path: Path) -> None:
     assert float(ratio.split()[-1]) > 0
     windows = next(line for line in lines if line.startswith("windows scored")).split()
     assert int(windows[-2]) >= 1 and int(windows[-1]) >= 1
+    startup = next(line for line in lines if line.startswith("ours: start-up")).split()
+    assert 0 < float(startup[-1]) < float(ratio.split()[-1]) * 1e9  # a number, not blank
+    assert any(line.startswith("quiet pairs (load <= 1.5)") for line in lines)
+    assert any(line.startswith("  tiny: ours/published") for line in lines)  # the summary
+
+
+def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "captions.py"), "--sizes", "tiny",
+        "--types", "int8", "--tokens", "5", "--burn-seconds", "2", "--scratch", str(tmp_path),
+        "--separator", "tiny", "--clips", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("tiny    int8"))
+    assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
+    assert any(line.startswith("re-encode with captions drawn") for line in lines)
+    assert any(line.startswith("separating the voice of 1 x 30 s spans") for line in lines)

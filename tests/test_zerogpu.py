@@ -319,7 +319,9 @@ def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoin
     env = app_env(tmp_path_factory, checkpoint, home) | {"PYTHONPROFILEIMPORTTIME": "1"}
     app = start_app(env, home)
     try:
-        report, archive = detect(Client(app.url), handle_file(str(shared_vod(tmp_path_factory))))
+        report, archive, clips, *_ = detect(
+            Client(app.url), handle_file(str(shared_vod(tmp_path_factory)))
+        )
     finally:
         app.stop()
     imported = [
@@ -330,6 +332,7 @@ def test_the_app_runs_through_spaces_without_zerogpu(tmp_path_factory, checkpoin
     assert "spaces.zero.decorator" in imported and "spaces.zero.torch" not in imported
     assert imported.index("spaces") < imported.index("torch")
     assert 1 <= len(report["highlights"]) <= 3 and Path(archive).is_file()
+    assert len(clips) == len(report["highlights"]) and all(Path(c).is_file() for c in clips)
 
 
 def test_the_owner_may_reserve_30_to_120_seconds_a_call(monkeypatch):
