@@ -17,7 +17,7 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 
 import gradio as gr
 
-from highlightsense import scoring, selection, sources
+from highlightsense import chat, scoring, selection, sources
 from highlightsense.web import api, controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
 from highlightsense.web.library import TIMELINES
@@ -74,6 +74,14 @@ def build(app: Service) -> gr.Blocks:
                     placeholder="A Twitch, Kick or YouTube VOD link: https://www.twitch.tv/videos/…",
                     max_length=sources.MAX_URL_LENGTH,
                 )
+                chat_upload = gr.File(
+                    label="Its chat replay (optional: TwitchDownloader, twitch-dl or "
+                    "chat-downloader JSON, or a [H:MM:SS] name: message log)",
+                    file_types=controls.CHAT_TYPES,
+                    type="filepath",
+                    height=90,
+                    elem_id="chat-upload",
+                )
                 find = gr.Button("Find highlights", variant="primary", elem_id="find-highlights")
                 example = gr.Button("Try an example (a 75-second stream moment)", size="sm")
                 with gr.Accordion("Settings", open=False):
@@ -122,6 +130,14 @@ def build(app: Service) -> gr.Blocks:
                         [(label, key) for key, label in CUTS.items()],
                         value="exact",
                         label="How to cut the clips",
+                    )
+                    chat_weight = gr.Slider(
+                        0,
+                        1,
+                        value=chat.CHAT_WEIGHT,
+                        step=0.05,
+                        label="Chat weight (with a chat replay; 0: the audio alone)",
+                        elem_id="chat-weight",
                     )
             with gr.Column(scale=3):
                 status = gr.HTML(elem_id="status")
@@ -247,6 +263,7 @@ def build(app: Service) -> gr.Blocks:
             "pad_before": pad_before,
             "pad_after": pad_after,
             "cut": cut,
+            "chat_weight": chat_weight,
             "vertical_box": vertical_box,
             "frame_view": frame_view,
             "phone_view": phone_view,
@@ -259,12 +276,13 @@ def build(app: Service) -> gr.Blocks:
         }
         outputs = [components[name] for name in PAGE]
         tuning = [top_n, picky_by, percentile, threshold, gap, pad_before, pad_after, cut]
+        tuning += [chat_weight]
         private = {"api_visibility": "private", "show_progress": "hidden"}
 
         by_find = find.click(app.begin, [state], outputs, concurrency_limit=None, **private)
         running = by_find.success(
             app.run,
-            [state, upload, link, window, *tuning],
+            [state, upload, link, chat_upload, window, *tuning],
             outputs,
             concurrency_id="analysis",
             concurrency_limit=1,
@@ -294,6 +312,7 @@ def build(app: Service) -> gr.Blocks:
                 pad_before.release,
                 pad_after.release,
                 cut.input,
+                chat_weight.release,
             ],
             app.retune,
             [state, *tuning],
@@ -347,6 +366,8 @@ def build(app: Service) -> gr.Blocks:
             api_after = gr.Number(0, label="pad_after")
             api_cut = gr.Radio(list(CUTS), value="exact", label="cut")
             api_vertical = gr.Radio(list(api.VERTICAL), value="off", label="vertical")
+            api_chat = gr.File(label="chat", type="filepath")
+            api_chat_weight = gr.Number(chat.CHAT_WEIGHT, label="chat_weight")
             api_report = gr.JSON(label="report")
             api_zip = gr.File(label="zip")
             api_clips = gr.File(label="clips", file_count="multiple")
@@ -371,6 +392,8 @@ def build(app: Service) -> gr.Blocks:
             api_after,
             api_cut,
             api_vertical,
+            api_chat,
+            api_chat_weight,
         ]
         api_button.click(
             app.detect,

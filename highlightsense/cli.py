@@ -25,6 +25,7 @@ from .outfolder import disk_error, is_disk_error
 from .progress import eta_seconds
 from .settings import (
     CAPTION_MODES,
+    CHAT_ON_ERROR,
     DEFAULT_SEPARATOR,
     DEVICES,
     PRECISIONS,
@@ -89,6 +90,16 @@ def _timeline_kinds(text: str) -> tuple[str, ...]:
     try:
         return parse_kinds(text)
     except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _chat_words(text: str) -> tuple[str, ...]:
+    from .chat import parse_words
+    from .errors import ChatError
+
+    try:
+        return parse_words(text)
+    except ChatError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
@@ -157,6 +168,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     flag("--gameplay", help="stack: the gameplay region x,y,w,h (default: the whole frame)")
     flag("--center-x", help="crop: the crop's centre in pixels or as a fraction of the width")
+    flag("--chat", help="chat replay file to fuse with the audio (TwitchDownloader, twitch-dl, "
+         "chat-downloader JSON or a [H:MM:SS] name: message log)")  # fmt: skip
+    flag("--chat-weight", type=float, help=f"share of chat in the score, 0-1 ({S.chat_weight:g})")
+    flag("--chat-words", type=_chat_words, help="the community's reaction words: KEKW,Pog,…")
+    flag("--chat-on-error", choices=CHAT_ON_ERROR, help="an unusable chat file stops the run "
+         "(stop) or is left out (audio)")  # fmt: skip
     flag(
         "--captions",
         choices=CAPTION_MODES,
@@ -182,6 +199,8 @@ def run_detect(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     windows = len(result.windows)
+    for fused in result.signals:  # (a chat left out said so in a warning)
+        print(f"Fused with the {fused.name} at weight {fused.weight:g}.")
     if not result.highlights:
         print(
             f"No highlights: none of the {windows} windows reached the threshold "

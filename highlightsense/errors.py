@@ -56,3 +56,7 @@ class TranscriptError(UserError):
 
 class GpuRefused(UserError):
     """A shared GPU (ZeroGPU) refused or stopped a call: the visitor's quota, no free GPU."""
+
+
+class ChatError(UserError):
+    """A chat replay file cannot be used (unknown format, malformed, over a limit)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import clips, files, transcripts
+from . import clips, files, signals, transcripts
 from .features import FRAMES_PER_SECOND
 from .plots import score_figure
 from .progress import Progress
@@ -26,6 +26,8 @@ from .settings import Selection
 from .timecode import format_timestamp
 from .transcripts import Transcript
 
+# recorded in the "chat" section when the chat was fused, so a run without stays as it was
+CHAT_SETTINGS = ("chat", "chat_weight", "chat_words", "chat_on_error")
 CAPTIONS_FILE = "captions.srt"  # beside the timelines: the rough cut's captions
 HIGHLIGHT_FIELDS = (
     "rank", "start_sec", "end_sec", "start_ts", "end_ts", "duration_sec", "confidence", "clip_path",
@@ -146,9 +148,13 @@ def highlight_rows(result: Result, out_dir: Path) -> list[dict]:
                 "duration_sec": round(h.end_sec - h.start_sec, 3),
                 "confidence": round(h.confidence, 6),
                 "clip_path": str(clip.relative_to(out_dir)) if clip else "",
-                "why": why_summary(result.analysis, h),
+                "why": " ".join(
+                    [why_summary(result.analysis, h), *signals.reasons(result.signals, h.window)]
+                ),
             }
         )
+        if result.signals:
+            rows[-1]["signals"] = signals.contributions(result.windows, result.signals, h.window)
         if result.vertical_paths:
             rows[-1]["vertical_clip_path"] = str(result.vertical_paths[i].relative_to(out_dir))
         if result.transcripts:
@@ -201,11 +207,16 @@ def write_tables(result: Result, out_dir: Path) -> None:
     """scores.csv, highlights.csv, highlights.json and scores.html into ``out_dir``."""
     analysis = result.analysis
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one column per signal and the fused score only when signals were fused: otherwise the
+    # published table, unchanged
+    names = [s.name for s in result.signals] + (["fused"] if result.signals else [])
+    columns = [s.values for s in result.signals] + [result.scores[:, 2]] * bool(result.signals)
     with open(out_dir / "scores.csv", "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["window_index", "start_sec", "end_sec", "confidence"])
+        writer.writerow(["window_index", "start_sec", "end_sec", "confidence", *names])
         for i, (start, end, p) in enumerate(analysis.windows):
-            writer.writerow([i, f"{start:.3f}", f"{end:.3f}", f"{p:.6f}"])
+            extra = [f"{column[i]:.6f}" for column in columns]
+            writer.writerow([i, f"{start:.3f}", f"{end:.3f}", f"{p:.6f}", *extra])
     rows = highlight_rows(result, out_dir)
     with open(out_dir / "highlights.csv", "w", newline="") as file:
         fields = [*HIGHLIGHT_FIELDS, *(["text"] if result.transcripts else [])]
@@ -216,6 +227,8 @@ def write_tables(result: Result, out_dir: Path) -> None:
     settings = dataclasses.asdict(analysis.settings) | dataclasses.asdict(result.selection)
     for key in ("weights", "separator_repo"):
         settings[key] = Path(settings[key]).name if settings[key] else None
+    for key in CHAT_SETTINGS:
+        settings.pop(key)
     summary = {
         "input": analysis.source.name,
         "input_duration_sec": round(analysis.duration, 3),
@@ -231,9 +244,17 @@ def write_tables(result: Result, out_dir: Path) -> None:
     }
     if result.vertical_note:
         summary["vertical"] = result.vertical_note
+    for signal in result.signals:  # what each fused signal came from (a run without: unchanged)
+        summary[signal.name] = {"weight": signal.weight, **signal.about}
+    if result.notes:
+        summary["notes"] = result.notes
     (out_dir / "highlights.json").write_text(json.dumps(summary, indent=2) + "\n")
     figure = score_figure(
-        analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration
+        result.scores,
+        result.threshold,
+        [h.window for h in result.highlights],
+        analysis.duration,
+        curves=result.curves(),
     )
     figure.write_html(out_dir / "scores.html", include_plotlyjs=True, full_html=True)
 

@@ -12,38 +12,61 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import outfolder, outputs, selection, sources, vertical
+from . import chat, outfolder, outputs, selection, signals, sources, vertical
 from .engine import Engine
+from .errors import ChatError
 from .progress import STAGE_WEIGHTS, Progress, Stages
 from .results import Analysis, Highlight, Result
 from .settings import AnalysisSettings, Selection, split
+from .signals import Signal
 from .transcripts import Transcript, load_model, model_name
 
 VERTICAL_FOLDER = "clips_vertical"  # beside clips/
 
 
-def choose(analysis: Analysis, chosen: Selection) -> tuple[list[Highlight], float, int]:
-    """Pure: the highlights for ``chosen`` from already scored windows, and the threshold used
-    and how many windows reached it before suppression."""
+def extra_signals(analysis: Analysis, chosen: Selection) -> tuple[tuple[Signal, ...], list[str]]:
+    """The signals fused with the audio for ``chosen`` (the chat replay, when given with a
+    weight above 0), and a line for each one left out (``chat_on_error="audio"``)."""
+    if chosen.chat is None or chosen.chat_weight <= 0.0:
+        return (), []
+    try:
+        found = chat.load(chosen.chat, analysis.windows, analysis.duration, chosen.chat_words)
+    except ChatError as err:
+        if chosen.chat_on_error == "stop":
+            raise
+        note = f"{err} The highlights are from the audio alone."
+        warnings.warn(note, stacklevel=2)
+        return (), [note]
+    return (found.as_signal(chosen.chat_weight),), []
+
+
+def choose(
+    analysis: Analysis, chosen: Selection, extra: Sequence[Signal] = ()
+) -> tuple[list[Highlight], float, int]:
+    """Pure: the highlights for ``chosen`` from already scored windows (their probability fused
+    with the ``extra`` signals), and the threshold used and how many windows reached it before
+    suppression."""
+    windows = signals.fuse(analysis.windows, extra)
     picked = selection.select(
-        analysis.windows,
+        windows,
         percentile=chosen.percentile,
         threshold=chosen.threshold,
         nms_sec=chosen.nms_sec,
         top_n=chosen.top_n,
     )
     spans = selection.clip_spans(
-        analysis.windows,
+        windows,
         picked,
         pad_before=chosen.pad_before,
         pad_after=chosen.pad_after,
         duration=analysis.duration,
     )
     highlights = [
-        Highlight(rank, index, float(start), float(end), float(analysis.windows[index, 2]))
+        Highlight(rank, index, float(start), float(end), float(windows[index, 2]))
         for rank, (index, (start, end)) in enumerate(zip(picked.indices, spans, strict=True), 1)
     ]
     return highlights, picked.threshold, picked.above
@@ -58,10 +81,14 @@ def render(
     progress: Progress | None = None,
     cancel: Callable[[], None] | None = None,
     media_url: str | None = None,
+    extra: Sequence[Signal] | None = None,
     transcripts: Sequence[Transcript] | None = None,
 ) -> Result:
     """Choose, cut (reusing clips already in ``store``) and write every output into ``out_dir``:
     the clips, the 9:16 clips and the editor timelines the selection asks for, and the tables.
+
+    ``extra``: the signals fused with the audio; None: those of ``chosen`` (:func:`extra_signals`),
+    so a caller that re-selects often (the app) reads the chat once and passes its signal.
 
     ``out_dir`` must be a fresh folder; :func:`analyze` renames it into place only when complete.
     ``media_url`` is how the timelines name the source (default: its absolute file URL).
@@ -72,8 +99,13 @@ def render(
     """
     began = time.perf_counter()
     out_dir = Path(out_dir)
-    highlights, threshold, above = choose(analysis, chosen)
+    notes: list[str] = []
+    if extra is None:
+        extra, notes = extra_signals(analysis, chosen)
+    extra = signals.active(extra)
+    highlights, threshold, above = choose(analysis, chosen, extra)
     result = Result(analysis, chosen, highlights, threshold, above, out_dir=out_dir)
+    result.signals, result.notes = extra, notes
     captioned = chosen.captions in ("burn", "soft") and analysis.info.has_video
     stages = Stages(
         progress,
@@ -162,6 +194,8 @@ def detect(
     earlier output of this function (replaced); anything else is refused before any work
     (:mod:`highlightsense.outfolder` has the rules).
     """
+    if chosen.chat is not None and chosen.chat_weight > 0.0 and chosen.chat_on_error == "stop":
+        chat.check_file(chosen.chat)  # a missing or foreign chat file stops before the analysis
     engine = Engine.create(analysis_settings)
     if chosen.captions:
         load_model(model_name())  # a bad Whisper model fails before any work

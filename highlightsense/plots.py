@@ -6,7 +6,7 @@ HH:MM:SS at round steps (every 10 s, 1 min, 5 min …).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -20,6 +20,8 @@ WINDOW_COLOR = "rgba(109, 40, 217, 0.08)"
 ATTENTION_COLOR = "rgba(109, 40, 217, 0.25)"
 VOICE_COLOR = "#0ea5e9"
 GAME_COLOR = "#f97316"
+CURVE_COLORS = {"audio": "#a78bfa", "chat": "#059669"}  # signals fused into the score
+CURVE_COLOR = "#64748b"  # a signal without a colour of its own
 TICKS = 7  # time labels along the x axis at most
 TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)  # s
 SCORE_TICKS = [0.25, 0.5, 0.75, 1.0]  # no 0: it would sit on the first time label
@@ -50,25 +52,39 @@ def score_figure(
     threshold: float,
     chosen: Sequence[int],
     duration: float,
+    curves: Mapping[str, np.ndarray] | None = None,
 ) -> go.Figure:
     """windows: (N, 3) start, end, score → the score at each window's centre (one window: a
-    line across it), the threshold, and each chosen window shaded and labelled with its rank."""
+    line across it), the threshold, and each chosen window shaded and labelled with its rank.
+
+    curves: name → (N,) values in [0, 1] of the signals fused into the score (the audio, the
+    chat), drawn as thin dotted lines under it on the same axis, with a legend.
+    """
     if len(windows) == 1:
         ((start, end, p),) = windows
         x, y = np.array([start, end]), np.array([p, p])
     else:
         x, y = (windows[:, 0] + windows[:, 1]) / 2, windows[:, 2]
     hover = [f"{format_timestamp(s)}–{format_timestamp(e)}: score {p:.0%}" for s, e, p in windows]
-    figure = go.Figure(
-        go.Scatter(
+    figure = go.Figure()
+    for name, values in (curves or {}).items():
+        values = np.asarray(values, dtype=np.float64)
+        figure.add_scatter(
             x=x,
-            y=y,
+            y=values if len(windows) > 1 else np.repeat(values, 2),
             mode="lines",
-            line={"color": SCORE_COLOR, "width": 1.5},
-            name="score",
-            hovertext=hover if len(windows) > 1 else hover * 2,
-            hoverinfo="text",
+            line={"color": CURVE_COLORS.get(name, CURVE_COLOR), "width": 1, "dash": "dot"},
+            name=name,
+            hovertemplate=f"{name} %{{y:.0%}}<extra></extra>",
         )
+    figure.add_scatter(
+        x=x,
+        y=y,
+        mode="lines",
+        line={"color": SCORE_COLOR, "width": 1.5},
+        name="fused score" if curves else "score",
+        hovertext=hover if len(windows) > 1 else hover * 2,
+        hoverinfo="text",
     )
     if np.isfinite(threshold):
         figure.add_hline(
@@ -90,7 +106,8 @@ def score_figure(
     figure.update_layout(
         yaxis={"title": "score", "range": [0, 1.08], "tickvals": SCORE_TICKS, "tickformat": ".0%"},
         margin={"l": 55, "r": 15, "t": 25, "b": 35},
-        showlegend=False,
+        showlegend=bool(curves),
+        legend={"orientation": "h", "x": 0, "y": 1.12, "yanchor": "bottom"},
         height=320,
     )
     _time_axis(figure, 0.0, duration)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .media import MediaInfo
 from .settings import AnalysisSettings, Selection
+from .signals import AUDIO, Signal, fuse
 from .transcripts import Transcript
 
 
@@ -41,7 +42,7 @@ class Highlight:
     window: int  # index into Analysis.windows
     start_sec: float  # clip start, padding included
     end_sec: float
-    confidence: float  # the window's probability
+    confidence: float  # the window's score: its probability, fused with any other signals
 
 
 @dataclass
@@ -61,7 +62,21 @@ class Result:
     subtitle_paths: list[Path] = field(default_factory=list)  # clips/*.srt, *.vtt, captions.srt
     out_dir: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # analysis stages + rendering
+    signals: tuple[Signal, ...] = ()  # fused with the audio (weight above 0), e.g. the chat
+    notes: list[str] = field(default_factory=list)  # signals left out, one line each
 
     @property
     def windows(self) -> np.ndarray:
         return self.analysis.windows
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(N, 3) start_sec, end_sec and the score selection ranked by (the fused score)."""
+        return fuse(self.analysis.windows, self.signals)
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Each fused signal's (N,) values, the audio's first, for the score plot; {} when the
+        score is the audio's alone."""
+        if not self.signals:
+            return {}
+        return {AUDIO: self.windows[:, 2]} | {s.name: s.values for s in self.signals}

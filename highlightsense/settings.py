@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import scoring, selection
+from .chat import CHAT_WEIGHT, check_words
 from .errors import SettingsError
 
 SEPARATOR_ENV = "HIGHLIGHTSENSE_SEPARATOR"
@@ -35,6 +36,7 @@ TIMELINE_FILES = {  # kind → file name written in the output folder
     "chapters": "chapters.txt",
 }
 VERTICAL_LAYOUTS = ("stack", "crop", "fit")  # see highlightsense.vertical
+CHAT_ON_ERROR = ("stop", "audio")  # a chat file that cannot be used stops the run, or is left out
 CAPTION_MODES = ("burn", "soft", "files")  # see highlightsense.captions
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # Whisper's ISO 639 codes (en, de, haw, yue …)
 
@@ -129,11 +131,25 @@ class Selection:
     facecam: str | None = None  # stack's top region "x,y,w,h" (pixels or fractions); None: detect
     gameplay: str | None = None  # stack's bottom region; None: the whole frame
     center_x: str | None = None  # crop's centre (pixels or a fraction of the width); None: middle
+    chat: str | None = None  # chat replay file fused with the audio (highlightsense.chat); None: no
+    chat_weight: float = CHAT_WEIGHT  # share of the chat score in the fused score; 0: audio
+    chat_words: tuple[str, ...] = ()  # the community's own reaction words, besides the lexicon
+    chat_on_error: str = "stop"  # stop | audio: what a chat file that cannot be used does
     captions: str | None = None  # burn, soft or files: captions from the voice (None: none)
     language: str | None = None  # the speech's ISO code for captions (None: detected)
 
     def __post_init__(self) -> None:
         selection.check_settings(self.percentile, self.threshold, self.nms_sec, self.top_n)
+        if not 0.0 <= self.chat_weight <= 1.0:
+            raise SettingsError(
+                f"The chat weight must be between 0 and 1 (got {self.chat_weight})."
+            )
+        object.__setattr__(self, "chat_words", check_words(self.chat_words))
+        if self.chat_on_error not in CHAT_ON_ERROR:
+            raise SettingsError(
+                f"On a chat error the run can stop or go on with audio alone (got "
+                f"{self.chat_on_error!r})."
+            )
         for name in ("pad_before", "pad_after"):
             if not 0.0 <= getattr(self, name) <= MAX_PAD:
                 raise SettingsError(f"Padding must be between 0 and {MAX_PAD:.0f} seconds.")

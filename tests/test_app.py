@@ -35,6 +35,7 @@ from highlightsense import media
 
 DETECT = ["file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after"]
 DETECT += ["cut", "vertical"]  # new parameters go at the end, with defaults
+DETECT += ["chat", "chat_weight"]  # the chat replay (issue 23)
 TIMELINE_FILES = {  # get_timeline's kind → the file's name after the VOD's
     "otio": "timeline.otio",
     "fcp7xml": "timeline.xml",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gradio.utils import get_upload_folder
 
-from .. import scoring, selection
+from .. import chat, scoring, selection
 from ..errors import UserError
 
 MAX_CLIPS = 50
@@ -24,6 +24,7 @@ PICKY_BY = {"percentile": "Share of the VOD to beat", "threshold": "Minimum scor
 CUTS = {"exact": "Exact (re-encodes; slower)", "fast": "Fast (copies; starts at a keyframe)"}
 VOD_TYPES = [".mp4", ".mkv", ".mov", ".webm", ".flv", ".ts", ".m4a", ".wav", ".mp3", ".ogg"]
 VOD_TYPES += [".flac", ".aac"]
+CHAT_TYPES = [".json", ".jsonl", ".txt", ".log"]  # the format is told from the content
 MAX_LINK_CHARS = 2048
 
 
@@ -43,6 +44,7 @@ class Picks:
     pad_before: float = 0.0  # s
     pad_after: float = 0.0  # s
     cut: str = "exact"
+    chat_weight: float = chat.CHAT_WEIGHT  # share of the chat in the score (with a chat file)
 
     def settings(self) -> dict:
         """The library's names for these (fields of ``highlightsense.settings.Selection``)."""
@@ -89,6 +91,7 @@ def picks(
     pad_before: object = 0.0,
     pad_after: object = 0.0,
     cut: object = "exact",
+    chat_weight: object = chat.CHAT_WEIGHT,
 ) -> Picks:
     """The controls' values, checked. ``threshold`` may be None when picking by percentile."""
     by = choice(picky_by, PICKY_BY, "How picky")
@@ -103,6 +106,7 @@ def picks(
         pad_before=number(pad_before, "The padding before", 0, MAX_PADDING),
         pad_after=number(pad_after, "The padding after", 0, MAX_PADDING),
         cut=choice(cut, CUTS, "The cut"),
+        chat_weight=number(chat_weight, "The chat weight", 0, 1),
     )
 
 
@@ -116,6 +120,20 @@ def link_text(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_LINK_CHARS:
         raise BadInput("The link must be a web address of at most 2048 characters.")
     return value.strip()
+
+
+def chat_file(value: object) -> Path | None:
+    """An uploaded chat replay's path (None: no chat), refused unless Gradio put it in its
+    upload folder; what is in it is checked by the library (highlightsense.chat)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadInput("The chat is not a file; upload the chat replay through the page.")
+    path = Path(value).resolve()
+    if not path.is_relative_to(Path(get_upload_folder()).resolve()) or not path.is_file():
+        raise BadInput("That chat file was not uploaded to this app; upload it through the page.")
+    chat.check_file(path)  # too big or not a chat: one sentence now, not after the analysis
+    return path
 
 
 def uploaded_file(value: object) -> Path:

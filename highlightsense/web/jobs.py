@@ -68,6 +68,7 @@ class Job:
     framing: Any = None  # web.framing.Framing of the vertical clips asked for; None: none
     frame: Any = None  # (H, W, 3) uint8 preview frame for the vertical choice, made once
     facecam: Any = None  # faces.FacecamSuggestion, asked for once
+    chat: Any = None  # chat.ChatSignal of the chat replay given with the VOD; None: audio alone
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import pipeline, scoring
+from .. import chat, pipeline, scoring
 from ..engine import Engine
 from ..errors import UserError
 from ..progress import STAGE_WEIGHTS
@@ -139,6 +139,13 @@ def analyze(
     return analysis
 
 
+def read_chat(job: Job, path: Path | None) -> None:
+    """The chat replay at ``path`` scored on the job's windows, kept with the job so a new
+    chat weight re-selects at once (None: no chat)."""
+    job.chat = None if path is None else chat.load(path, job.analysis.windows,
+                                                   job.analysis.duration)  # fmt: skip
+
+
 def render(
     job: Job,
     picks: Picks,
@@ -169,6 +176,7 @@ def render(
         progress=bar,
         cancel=cancel,
         media_url=job.analysis.source.name,  # timelines never show the server's folders
+        extra=() if job.chat is None else (job.chat.as_signal(picks.chat_weight),),
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files

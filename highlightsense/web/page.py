@@ -23,7 +23,7 @@ from .messages import for_visitor
 LOG = logging.getLogger("highlightsense.app")
 
 CONTROLS = ("top_n", "window", "picky_by", "percentile", "threshold", "gap")
-CONTROLS += ("pad_before", "pad_after", "cut")
+CONTROLS += ("pad_before", "pad_after", "cut", "chat_weight")
 PAGE = (
     "state",
     "status",

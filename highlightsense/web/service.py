@@ -20,7 +20,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .. import scoring, selection, sources
+from .. import scoring, selection, signals, sources
+from ..chat import CHAT_WEIGHT
 from ..errors import Cancelled
 from ..files import cache_dir
 from . import api, controls, example, framing, library, view, zerogpu
@@ -195,9 +196,18 @@ class Service(VerticalPanel, api.ApiCalls):
         return page(status=view.message("Waiting for your turn…", "busy"), **busy(state, "queued"))
 
     @page_handler
-    def run(self, state: object, upload: object, link: object, window: object, *values: object):
-        """Analyse the VOD given (an upload, a link, or the VOD of the results on screen) and
-        show quick previews of its clips; the exact cuts follow in :meth:`finish_cuts`."""
+    def run(
+        self,
+        state: object,
+        upload: object,
+        link: object,
+        chat_upload: object,
+        window: object,
+        *values: object,
+    ):
+        """Analyse the VOD given (an upload, a link, or the VOD of the results on screen), with
+        its chat replay when one is given, and show quick previews of its clips; the exact cuts
+        follow in :meth:`finish_cuts`."""
         state = read_state(state)
         running = self.jobs.find(state["pending"])
         if running is not None and running.state == "running":
@@ -207,13 +217,16 @@ class Service(VerticalPanel, api.ApiCalls):
             picks = controls.picks(*values)
             window = controls.window(window)
             source, is_link, name = self.source(state, upload, link)
+            chat_path = controls.chat_file(chat_upload)
             self.models.check()
         except Exception as error:
             yield page(**idle(state), status=self._failed(state, sentence(error, "run")))
             return
-        yield from self._run(state, picks, window, source, is_link, name)
+        yield from self._run(state, picks, window, source, is_link, name, chat_path)
 
-    def _run(self, state: dict, picks: Picks, window: float, source, is_link, name) -> Iterator:
+    def _run(
+        self, state: dict, picks: Picks, window: float, source, is_link, name, chat_path=None
+    ) -> Iterator:
         try:
             job = self.jobs.start(state["visitor"])
         except Exception as error:
@@ -222,7 +235,7 @@ class Service(VerticalPanel, api.ApiCalls):
         # the job's id reaches the browser first, so a reloaded page finds its progress
         yield page(**busy(state, job.id), status=view.progress({"stage": "Starting"}))
         try:
-            self._work(job, picks, window, source, is_link, name)
+            self._work(job, picks, window, source, is_link, name, chat_path=chat_path)
         except Exception:
             yield page(**idle(state), status=self._failed(state, job.message))
             return
@@ -239,10 +252,19 @@ class Service(VerticalPanel, api.ApiCalls):
         return shown
 
     def _work(
-        self, job: Job, picks: Picks, window: float, source, is_link, name, quick_first=True
+        self,
+        job: Job,
+        picks: Picks,
+        window: float,
+        source,
+        is_link,
+        name,
+        quick_first=True,
+        chat_path=None,
     ) -> None:
-        """Analyse and cut quick previews (or, not ``quick_first``, the clips asked for), one
-        job at a time; a failure is kept in the job."""
+        """Analyse (and score the chat replay at ``chat_path`` on the same windows) and cut
+        quick previews (or, not ``quick_first``, the clips asked for), one job at a time; a
+        failure is kept in the job."""
         with self.busy:
             try:
                 job.name, job.window = name, window
@@ -256,6 +278,7 @@ class Service(VerticalPanel, api.ApiCalls):
                 )  # fmt: skip
                 job.source = Path(job.analysis.source)
                 job.name = name or job.source.name
+                library.read_chat(job, chat_path)
                 preview = quick_first and picks.cut == "exact"
                 with job.lock:
                     library.render(
@@ -404,7 +427,11 @@ class Service(VerticalPanel, api.ApiCalls):
         return {
             "clip_video": gr.update(value=clip if video else None, visible=video),
             "clip_audio": gr.update(value=None if video else clip, visible=not video),
-            "why": view.why_plot(job.analysis, highlights[index]),
+            "why": view.why_plot(
+                job.analysis,
+                highlights[index],
+                signals.reasons(job.result.signals, highlights[index].window),
+            ),
         }
 
     # --- what the page shows -------------------------------------------------------------
@@ -480,6 +507,8 @@ class Service(VerticalPanel, api.ApiCalls):
         pad_after: float = 0.0,
         cut: str = "exact",
         vertical: str = "off",
+        chat: str | None = None,
+        chat_weight: float = CHAT_WEIGHT,
     ) -> tuple:
         """Find the highlights of a game-stream VOD and cut them into clips.
 
@@ -494,9 +523,11 @@ class Service(VerticalPanel, api.ApiCalls):
             pad_after: seconds added after each clip, 0-60 (default 0)
             cut: exact (re-encoded, frame-accurate) or fast (stream copy); default exact
             vertical: off, stack, crop or fit: also cut 9:16 clips (default off)
+            chat: the VOD's chat replay, fused with the audio (default none)
+            chat_weight: the chat's share of the score, 0-1 (default 0.35; 0: the audio alone)
         Returns:
-            report: {job, vod, duration, threshold, message, vertical, highlights}
-            each highlight: {rank, start_sec, end_sec, confidence, clip, vertical_clip}
+            report: {job, vod, duration, threshold, message, vertical, highlights; chat}
+            each highlight: {rank, start_sec, end_sec, confidence, clip, vertical_clip; signals}
             the zip of the clips, tables and timelines
             the clips by rank, then the vertical clips by rank
             the editor timelines (otio, fcp7xml, fcpxml, edl, chapters)
@@ -504,21 +535,26 @@ class Service(VerticalPanel, api.ApiCalls):
         """
         try:
             return self._detect(
-                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical
-            )
+                file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
+                chat, chat_weight,
+            )  # fmt: skip
         except Exception as error:
             raise api.as_api_error(error, "detect") from None
 
     def _detect(
-        self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical
-    ) -> tuple:
+        self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
+        chat=None, chat_weight=CHAT_WEIGHT,
+    ) -> tuple:  # fmt: skip
         by = "percentile" if threshold is None else "threshold"
-        picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut)
+        picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut,
+                               chat_weight)  # fmt: skip
         chosen = api.vertical_layout(vertical)
         source, is_link, name = self.source({"job": ""}, file, link)
+        chat_path = controls.chat_file(chat)
         self.models.check()
         job = self.jobs.start(api.API_OWNER)
-        self._work(job, picks, scoring.WINDOW_SEC, source, is_link, name, quick_first=False)
+        self._work(job, picks, scoring.WINDOW_SEC, source, is_link, name, quick_first=False,
+                   chat_path=chat_path)  # fmt: skip
         note = ""
         if chosen is not None and job.analysis.info.has_video:
             with job.lock:  # the landscape clips are in the job's store: only 9:16 is cut
@@ -526,7 +562,13 @@ class Service(VerticalPanel, api.ApiCalls):
                 library.render(job, picks, preview=False)
         elif chosen is not None:
             note = api.NO_PICTURE
-        return api.answer(job, note).values()
+        answer = api.answer(job, note)
+        result = job.result
+        if result.signals:  # the chat's summary, and each highlight's share of audio and chat
+            answer.report["chat"] = {k: v for k, v in job.chat.about.items() if k != "file"}
+            for row, h in zip(answer.report["highlights"], result.highlights, strict=True):
+                row["signals"] = signals.contributions(result.windows, result.signals, h.window)
+        return answer.values()
 
 
 def shown_clips(result) -> list[Path]:

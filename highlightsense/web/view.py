@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -119,12 +120,17 @@ def _size(path: Path) -> str:
 
 def score_plot(analysis, result):
     return score_figure(
-        analysis.windows, result.threshold, [h.window for h in result.highlights], analysis.duration
+        result.scores,
+        result.threshold,
+        [h.window for h in result.highlights],
+        analysis.duration,
+        curves=result.curves(),
     )
 
 
-def why_plot(analysis, highlight):
-    """The window's attention over the padded clip's voice and game loudness."""
+def why_plot(analysis, highlight, notes: Sequence[str] = ()):
+    """The window's attention over the padded clip's voice and game loudness, with the other
+    signals' plain lines (a chat burst) as its title."""
     start, end, _ = analysis.windows[highlight.window]
     first = round(highlight.start_sec * FRAMES_PER_SECOND)
     last = round(highlight.end_sec * FRAMES_PER_SECOND)
@@ -133,7 +139,7 @@ def why_plot(analysis, highlight):
     time_reduction = analysis.step_frames  # feature frames per attention step
     steps = math.ceil(window_frames / time_reduction)  # the rest is padding, masked out
     attention = np.asarray(analysis.attention[highlight.window, :steps])
-    return attention_figure(
+    figure = attention_figure(
         (highlight.start_sec, highlight.end_sec),
         (float(start), float(end)),
         attention,
@@ -141,3 +147,8 @@ def why_plot(analysis, highlight):
         loudness,
         1 / FRAMES_PER_SECOND,
     )
+    if notes:
+        figure.update_layout(
+            title={"text": " ".join(notes), "font": {"size": 13}}, margin={"t": 40}
+        )
+    return figure
