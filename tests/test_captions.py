@@ -415,7 +415,9 @@ def captioned_run(tmp_path_factory, checkpoint, tiny_separator, scripted_whisper
     import os
 
     folder = tmp_path_factory.mktemp("captioned")
-    vod = make_media(folder / "vod.mp4", 40, loud_spans=((12, 16), (30, 33)))
+    # loud throughout: the random model's picks are arbitrary, and a span of the quiet bed alone
+    # may come out of the tiny separator below transcripts.SILENCE_DBFS (then: no captions)
+    vod = make_media(folder / "vod.mp4", 40, loud_spans=((0, 40),))
     repo, name = tiny_separator
     env = {**os.environ, "HIGHLIGHTSENSE_WEIGHTS": str(checkpoint),
            "HIGHLIGHTSENSE_SEPARATOR": name, "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
