@@ -329,7 +329,7 @@ def test_captions_on_the_clips_and_one_word_corrected(browser, app, shots, tmp_p
     page.locator("#status").get_by_text("captioned clips").first.wait_for()
     sync_api.expect(table).to_contain_text("gg wp", timeout=RESULTS_TIMEOUT)
     assert "What was said" in page.locator("#highlights-table thead").inner_text()
-    box = page.locator("#caption-text textarea")
+    box = page.locator("#caption-text textarea, #caption-text input").first
     sync_api.expect(box).to_have_value("gg wp")
     sync_api.expect(player).not_to_have_attribute("src", before)  # the captioned clip plays
     srt_link = page.locator("#downloads a", has_text="loud vod-highlight_01.srt").first
