@@ -32,11 +32,12 @@ def shared_vod(factory: pytest.TempPathFactory) -> Path:
 
 
 def loud_vod(factory: pytest.TempPathFactory) -> Path:
-    """A 60 s test-pattern VOD loud throughout, made once per test run: whichever spans the
-    random model picks hold a voice above the silence floor, so each clip has captions."""
+    """A 120 s test-pattern VOD loud throughout, made once per test run: whichever spans the
+    random model picks hold a voice above the silence floor, so each clip has captions; and
+    whichever 30 s window comes first, another one fits beside it."""
 
     def build(folder: Path) -> None:
-        make_media(folder / "loud vod.mp4", 60, loud_spans=((0, 60),))
+        make_media(folder / "loud vod.mp4", 120, loud_spans=((0, 120),))
 
     return built_once(factory, "app-loud-media", build) / "loud vod.mp4"
 

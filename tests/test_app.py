@@ -241,8 +241,9 @@ def test_detect_with_captions_hands_back_each_highlights_text_and_subtitles(
     client: Client, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     vod = loud_vod(tmp_path_factory)
+    any_two = {"top_n": 2, "threshold": 0.0, "gap": 0.0, "cut": "fast"}
     report, archive, clips, _, timelines, _ = detect(
-        client, handle_file(str(vod)), top_n=2, cut="fast", captions="files"
+        client, handle_file(str(vod)), **any_two, captions="files"
     )
     highlights = report["highlights"]
     assert len(highlights) == 2 == len(clips)
@@ -268,7 +269,7 @@ def test_detect_with_captions_hands_back_each_highlights_text_and_subtitles(
         assert named[f"{stem}.vtt"].read_text() == vtt
     assert list(named)[6:] == [name for h in highlights for name in h["subtitles"]]
 
-    off, *_ = detect(client, handle_file(str(vod)), top_n=2, cut="fast")
+    off, *_ = detect(client, handle_file(str(vod)), **any_two)
     assert off["highlights"] and not any("text" in h or "words" in h for h in off["highlights"])
 
 

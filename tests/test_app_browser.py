@@ -306,10 +306,12 @@ def test_captions_on_the_clips_and_one_word_corrected(browser, app, shots, tmp_p
     context, page = open_page(browser, app.url)
     upload(page, vod)
     page.get_by_text("Settings").first.click()
+    page.get_by_label("Minimum score").first.check()
+    # any two 20 s clips of the 120 s VOD: every window is a candidate
     chosen = {
         "Number of clips": 2,
         "Clip length (seconds)": 20,
-        "Keep moments scoring higher than this % of the VOD": 50,
+        "Minimum score (0 to 1: 0.6 means a score of 60%)": 0,
         "Minimum gap (seconds)": 0,
     }
     for label, value in chosen.items():
