@@ -18,9 +18,9 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 import gradio as gr
 
 from highlightsense import chat, scoring, selection, sources
-from highlightsense.web import api, controls, framing, service
+from highlightsense.web import api, captions_panel, controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
-from highlightsense.web.library import TIMELINES
+from highlightsense.web.library import CORRECTION_LIMIT, TIMELINES
 from highlightsense.web.service import PAGE, Service
 
 INTRO = """# HighlightSense
@@ -167,9 +167,26 @@ def build(app: Service) -> gr.Blocks:
                         height=480,  # px: a 9:16 clip must not fill the page
                     )
                     clip_audio = gr.Audio(label="Clip", interactive=False, visible=False)
+                    caption_text = gr.Textbox(
+                        label="What this clip says",
+                        max_length=CORRECTION_LIMIT,
+                        visible=False,
+                        elem_id="caption-text",
+                    )
+                    recut = gr.Button(
+                        "Re-cut with this text", size="sm", visible=False, elem_id="recut-caption"
+                    )
                     why = gr.Plot(
                         label="Why this clip: where the model listened", elem_id="why-plot"
                     )
+            with gr.Row(elem_id="captions-box"):
+                captions = gr.Radio(
+                    [(label, key) for key, label in captions_panel.CHOICES.items()],
+                    value="off",
+                    label="Captions (what the streamer says)",
+                    elem_id="captions-choice",
+                )
+                captions_note = gr.Markdown(elem_id="captions-note")
             with gr.Accordion(
                 "Vertical clips for phones (9:16)", open=False, elem_id="vertical-box"
             ) as vertical_box:
@@ -273,6 +290,10 @@ def build(app: Service) -> gr.Blocks:
             "facecam": facecam,
             "gameplay": gameplay,
             "slice_at": slice_at,
+            "captions": captions,
+            "captions_note": captions_note,
+            "caption_text": caption_text,
+            "recut": recut,
         }
         outputs = [components[name] for name in PAGE]
         tuning = [top_n, picky_by, percentile, threshold, gap, pad_before, pad_after, cut]
@@ -345,6 +366,18 @@ def build(app: Service) -> gr.Blocks:
             app.make_vertical, [state, *vertical], outputs, concurrency_id="retune", **private
         )
         made.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
+        captioned = captions.input(
+            app.choose_captions, [state, captions], outputs, concurrency_id="retune", **private
+        )
+        captioned.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
+        corrected = recut.click(
+            app.recut_caption,
+            [state, picker, caption_text],
+            outputs,
+            concurrency_id="retune",
+            **private,
+        )
+        corrected.then(app.finish_cuts, [state], outputs, concurrency_id="cuts", **private)
         picky_by.change(service.pickiness, [picky_by], [percentile, threshold], **private)
         picker.change(app.show_clip, [state, picker], outputs, concurrency_limit=None, **private)
         table.select(service.rank_of_row, None, [picker], js=SHOW_PLAYER, **private)
@@ -368,6 +401,7 @@ def build(app: Service) -> gr.Blocks:
             api_vertical = gr.Radio(list(api.VERTICAL), value="off", label="vertical")
             api_chat = gr.File(label="chat", type="filepath")
             api_chat_weight = gr.Number(chat.CHAT_WEIGHT, label="chat_weight")
+            api_captions = gr.Radio(list(api.CAPTIONS), value="off", label="captions")
             api_report = gr.JSON(label="report")
             api_zip = gr.File(label="zip")
             api_clips = gr.File(label="clips", file_count="multiple")
@@ -394,6 +428,7 @@ def build(app: Service) -> gr.Blocks:
             api_vertical,
             api_chat,
             api_chat_weight,
+            api_captions,
         ]
         api_button.click(
             app.detect,

@@ -2,8 +2,9 @@
 
 The one place faster-whisper (CTranslate2; MIT) is used. The model is named by
 ``HIGHLIGHTSENSE_WHISPER``: a faster-whisper size (``base``, ``small`` …), a Hub repository of a
-CTranslate2 Whisper, or a local folder (offline use). Sizes and repositories are downloaded once
-through huggingface_hub into the cache folder. It runs on the CPU in int8 by default (the
+CTranslate2 Whisper, or a local folder (offline use). Sizes and repositories are taken from the
+Hugging Face cache when there (a Space's ``preload_from_hub``), else downloaded once through
+huggingface_hub into the cache folder. It runs on the CPU in int8 by default (the
 ``benchmarks/captions.py`` figures chose the size and the type).
 """
 
@@ -124,6 +125,10 @@ def load_model(name: str, compute_type: str = COMPUTE_TYPE):  # noqa: ANN201
                 )
             return WhisperModel(str(folder), device="cpu", compute_type=compute_type,
                                 cpu_threads=threads, local_files_only=True)  # fmt: skip
+        preloaded = _hub_cached(name)
+        if preloaded is not None:
+            return WhisperModel(preloaded, device="cpu", compute_type=compute_type,
+                                cpu_threads=threads, local_files_only=True)  # fmt: skip
         return WhisperModel(name, device="cpu", compute_type=compute_type, cpu_threads=threads,
                             download_root=str(cache_dir() / "whisper"))  # fmt: skip
     except TranscriptError:
@@ -134,6 +139,17 @@ def load_model(name: str, compute_type: str = COMPUTE_TYPE):  # noqa: ANN201
             f"loaded ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__}); "
             "it may be damaged or not a Whisper model: download it again or name a size."
         ) from err
+
+
+def _hub_cached(name: str) -> str | None:
+    """The folder of the size or Hub repository ``name`` already in the Hugging Face cache (where
+    a Space's ``preload_from_hub`` puts it), without asking the network; None when not there."""
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(name, local_files_only=True)
+    except (OSError, ValueError):  # not in that cache (LocalEntryNotFoundError), or no such size
+        return None
 
 
 def is_silent(audio: np.ndarray) -> bool:

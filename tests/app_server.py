@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import built_once, make_media
 from demucs_fixtures import make_tiny_demucs_repo
+from whisper_fixtures import build_scripted_whisper
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 180.0  # s for the app to answer (imports torch, demucs, gradio)
@@ -30,9 +31,21 @@ def shared_vod(factory: pytest.TempPathFactory) -> Path:
     return built_once(factory, "app-media", build) / "stream vod.mp4"
 
 
+def loud_vod(factory: pytest.TempPathFactory) -> Path:
+    """A 120 s test-pattern VOD loud throughout, made once per test run: whichever spans the
+    random model picks hold a voice above the silence floor, so each clip has captions; and
+    whichever 30 s window comes first, another one fits beside it."""
+
+    def build(folder: Path) -> None:
+        make_media(folder / "loud vod.mp4", 120, loud_spans=((0, 120),))
+
+    return built_once(factory, "app-loud-media", build) / "loud vod.mp4"
+
+
 def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> dict[str, str]:
     """The environment of an app using the tiny models and only folders under ``home``."""
     repo = built_once(factory, "demucs", make_tiny_demucs_repo)  # the tiny_separator fixture's
+    whisper = built_once(factory, "whisper", build_scripted_whisper)  # scripted_whisper's
     env = {
         **os.environ,
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -44,6 +57,7 @@ def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> di
         "HIGHLIGHTSENSE_WEIGHTS": str(checkpoint),
         "HIGHLIGHTSENSE_SEPARATOR": "tiny",
         "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
+        "HIGHLIGHTSENSE_WHISPER": str(whisper),  # captions: " gg wp" at 0-2 s, offline
         # one cache for every app of the run: the example and the shared VOD are analysed once
         "HIGHLIGHTSENSE_CACHE": str(built_once(factory, "app-cache", lambda folder: None)),
         "HIGHLIGHTSENSE_WORKDIR": str(home / "work"),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from app_server import RunningApp, app_env, shared_vod, start_app
+from app_server import RunningApp, app_env, loud_vod, shared_vod, start_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -36,6 +36,7 @@ from highlightsense import media
 DETECT = ["file", "link", "top_n", "percentile", "threshold", "gap", "pad_before", "pad_after"]
 DETECT += ["cut", "vertical"]  # new parameters go at the end, with defaults
 DETECT += ["chat", "chat_weight"]  # the chat replay (issue 23)
+DETECT += ["captions"]  # issue 22
 TIMELINE_FILES = {  # get_timeline's kind → the file's name after the VOD's
     "otio": "timeline.otio",
     "fcp7xml": "timeline.xml",
@@ -47,6 +48,8 @@ TOOLS = {"detect", "get_clip", "get_timeline", "vertical_clips"}  # the MCP serv
 MCP_TIMEOUT = 600.0  # s for an MCP call that analyses a VOD on a busy machine
 SPAN_TOLERANCE = 0.5  # s: an exact cut is within a frame (0.1 s at 10 fps) + AAC priming
 COPY_SLACK = 0.1  # s: a stream-copied audio clip starts on an AAC frame (1024 samples, 23 ms)
+SAID = "gg wp"  # what the scripted Whisper (app_server.app_env) hears in each clip
+WORD_FRAME = 0.02 + 1e-6  # s: Whisper's word times are whole encoder frames
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def detect(client: Client, file=None, link: str = "", **changes) -> tuple:
     """/detect's six outputs: report, zip, clips, vertical clips, timelines, score plot."""
     values = {"top_n": 3, "percentile": 50.0, "threshold": None, "gap": 5.0}
     values |= {"pad_before": 0.0, "pad_after": 0.0, "cut": "exact", "vertical": "off"} | changes
-    return client.predict(file, link, *values.values(), api_name="/detect")
+    return client.predict(file=file, link=link, **values, api_name="/detect")
 
 
 def analysis_count(app: RunningApp) -> int:
@@ -234,6 +237,42 @@ def test_detect_cuts_vertical_clips_when_asked_and_vertical_clips_reframes_them(
     assert analysis_count(app) == analyses  # cut again, not analysed again
 
 
+def test_detect_with_captions_hands_back_each_highlights_text_and_subtitles(
+    client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    vod = loud_vod(tmp_path_factory)
+    any_two = {"top_n": 2, "threshold": 0.0, "gap": 0.0, "cut": "fast"}
+    report, archive, clips, _, timelines, _ = detect(
+        client, handle_file(str(vod)), **any_two, captions="files"
+    )
+    highlights = report["highlights"]
+    assert len(highlights) == 2 == len(clips)
+    named = {Path(path).name: Path(path) for path in timelines}
+    assert list(named)[:6] == [
+        *(f"{vod.stem}-{name}" for name in TIMELINE_FILES.values()),
+        f"{vod.stem}-captions.srt",
+    ]  # the editor timelines first, as before
+    with zipfile.ZipFile(archive) as zipped:
+        zipped_names = {Path(name).name for name in zipped.namelist()}
+    for h in highlights:
+        assert h["text"] == SAID and h["language"] == "en"
+        assert [w["word"] for w in h["words"]] == SAID.split()
+        assert h["words"][0]["start"] == pytest.approx(0.0, abs=WORD_FRAME)
+        assert h["words"][1]["end"] == pytest.approx(2.0, abs=WORD_FRAME)
+        stem = f"{vod.stem}-highlight_{h['rank']:02d}"
+        assert h["subtitles"] == [f"{stem}.srt", f"{stem}.vtt"]
+        assert set(h["subtitles"]) <= zipped_names
+        end = round(h["words"][-1]["end"] * 1000)  # the cue ends with the last word
+        cue = f"00:00:00,000 --> 00:00:0{end // 1000},{end % 1000:03d}\n{SAID}\n\n"
+        assert named[f"{stem}.srt"].read_text() == f"1\n{cue}"
+        vtt = f"WEBVTT\n\n1\n{cue.replace(',', '.')}"
+        assert named[f"{stem}.vtt"].read_text() == vtt
+    assert list(named)[6:] == [name for h in highlights for name in h["subtitles"]]
+
+    off, *_ = detect(client, handle_file(str(vod)), **any_two)
+    assert off["highlights"] and not any("text" in h or "words" in h for h in off["highlights"])
+
+
 def test_readme_api_example_runs_against_the_app(app: RunningApp, vod: Path, tmp_path: Path):
     """The README's gradio_client script, as written but for the address of this test's app."""
     from test_readme import sections
@@ -362,6 +401,10 @@ def test_minimum_score_with_nothing_above_it_still_answers(client: Client, vod: 
         (
             {"link": "https://youtu.be/x", "vertical": "sideways"},
             "is not in the list of choices: ['off', 'stack', 'crop', 'fit']",  # Gradio's own check
+        ),
+        (
+            {"link": "https://youtu.be/x", "captions": "{\\an8}"},
+            "is not in the list of choices: ['off', 'burn', 'soft', 'files']",
         ),
     ],
 )

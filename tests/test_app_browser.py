@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
-from app_server import shared_vod
+from app_server import loud_vod, shared_vod
 from conftest import make_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -287,6 +288,70 @@ def test_vertical_clips_of_the_example(browser, app, shots) -> None:
     sync_api.expect(vertical_link).to_have_text("highlightsense-example-vertical-highlight_01.mp4")
     assert app.log().count("analysis started") == analyses  # cut, not analysed again
     page.screenshot(path=str(shots / "vertical-clips.png"), full_page=True)
+    context.close()
+
+
+def served_file(page, name: str) -> Path:
+    """The file behind the download link named ``name`` (the app runs on this machine)."""
+    link = page.locator("#downloads a", has_text=name).first
+    link.wait_for()
+    href = link.get_attribute("href")
+    return Path(unquote(href.split("/gradio_api/file=", 1)[1]))
+
+
+def test_captions_on_the_clips_and_one_word_corrected(browser, app, shots, tmp_path_factory):
+    """Issue 22: captions for the clips on screen without analysing again, each clip's text in
+    the table and beside the player, and a corrected caption re-cut into that clip alone."""
+    vod = loud_vod(tmp_path_factory)
+    context, page = open_page(browser, app.url)
+    upload(page, vod)
+    page.get_by_text("Settings").first.click()
+    page.get_by_label("Minimum score").first.check()
+    # any two 20 s clips of the 120 s VOD: every window is a candidate
+    chosen = {
+        "Number of clips": 2,
+        "Clip length (seconds)": 20,
+        "Minimum score (0 to 1: 0.6 means a score of 60%)": 0,
+        "Minimum gap (seconds)": 0,
+    }
+    for label, value in chosen.items():
+        set_slider(page, label, value)
+    page.locator("#find-highlights").click()
+    wait_results(page)
+    sync_api.expect(page.locator("#status")).not_to_contain_text(
+        re.compile("quick previews|Cutting"), timeout=RESULTS_TIMEOUT
+    )  # the exact cuts are on screen
+    analyses = app.log().count("analysis started")
+    player = page.locator("#clip-player video")
+    before = player.get_attribute("src")
+    table = page.locator("#highlights-table")
+    assert "gg wp" not in table.inner_text()
+
+    page.get_by_label("On the clip").check()
+    page.locator("#status").get_by_text("captioned clips").first.wait_for()
+    sync_api.expect(table).to_contain_text("gg wp", timeout=RESULTS_TIMEOUT)
+    assert "What was said" in page.locator("#highlights-table thead").inner_text()
+    box = page.locator("#caption-text textarea, #caption-text input").first
+    sync_api.expect(box).to_have_value("gg wp")
+    sync_api.expect(player).not_to_have_attribute("src", before)  # the captioned clip plays
+    srt_link = page.locator("#downloads a", has_text="loud vod-highlight_01.srt").first
+    assert served_file(page, "loud vod-highlight_01.srt").read_text().endswith("\ngg wp\n\n")
+    srt_href = srt_link.get_attribute("href")
+    clips = [served_file(page, f"loud vod-highlight_0{rank}.mp4").read_bytes() for rank in (1, 2)]
+    page.screenshot(path=str(shots / "captions.png"), full_page=True)
+
+    box.fill("good game")
+    page.locator("#recut-caption").click()
+    sync_api.expect(table).to_contain_text("good game", timeout=RESULTS_TIMEOUT)
+    sync_api.expect(box).to_have_value("good game")
+    sync_api.expect(srt_link).not_to_have_attribute("href", srt_href)  # a new render's files
+    assert served_file(page, "loud vod-highlight_01.srt").read_text().endswith("\ngood game\n\n")
+    assert served_file(page, "loud vod-highlight_02.srt").read_text().endswith("\ngg wp\n\n")
+    # the corrected clip was cut again, the other one is the same file as before
+    assert served_file(page, "loud vod-highlight_01.mp4").read_bytes() != clips[0]
+    assert served_file(page, "loud vod-highlight_02.mp4").read_bytes() == clips[1]
+    assert app.log().count("analysis started") == analyses  # nothing analysed again
+    page.screenshot(path=str(shots / "caption-corrected.png"), full_page=True)
     context.close()
 
 

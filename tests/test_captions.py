@@ -123,6 +123,27 @@ def test_a_folder_that_is_no_whisper_model_is_one_sentence_naming_the_variable(
     transcripts.load_model.cache_clear()
 
 
+def test_a_model_in_the_hugging_face_cache_is_used_without_downloading(
+    scripted_whisper, monkeypatch
+):
+    """Where a Space's preload_from_hub puts a repository: the hub cache's snapshot layout."""
+    from huggingface_hub import constants
+
+    repo = "highlightsense-tests/scripted-whisper"
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(scripted_whisper, folder / "snapshots" / commit, dirs_exist_ok=True)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    monkeypatch.setenv(transcripts.WHISPER_ENV, repo)
+    transcripts.load_model.cache_clear()
+    try:
+        assert transcripts.transcribe(speech(3.0)).text == TEXT.strip()
+    finally:
+        transcripts.load_model.cache_clear()
+    assert transcripts._hub_cached("highlightsense-tests/not-there") is None
+
+
 def test_clean_text_strips_control_characters():
     assert transcripts.clean_text("a\x00b\x1b[31mc\u202e d\r\n e\u200b") == "a b [31mc d e"
     assert transcripts.clean_text("x" * 50, limit=10) == "x" * 10

@@ -29,6 +29,13 @@ from .page import sentence
 API_OWNER = "api"  # the jobs of API and MCP callers (kept until they expire or room is needed)
 VERTICAL = framing.LAYOUTS  # off, stack, crop, fit
 NO_PICTURE = "This VOD has no picture, so no vertical clips were made."
+CAPTIONS = {  # /detect's captions: "off", or one of the library's caption modes
+    "off": "no captions",
+    "burn": "drawn into the clips",
+    "soft": "a subtitle track in each mp4",
+    "files": "subtitle files only",
+}
+NO_PICTURE_CAPTIONS = "This VOD has no picture, so its captions are subtitle files only."
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class Answer:
     archive: str
     clips: list[str]  # rank order
     vertical_clips: list[str]  # rank order; empty unless asked for
-    timelines: list[str]  # in library.TIMELINES' order
+    timelines: list[str]  # in library.TIMELINES' order; then captions.srt and the subtitles
     plot: str  # the interactive score plot, a self-contained HTML page
 
     def values(self) -> tuple:
@@ -52,6 +59,12 @@ def vertical_layout(value: object) -> framing.Framing | None:
     """The API's ``vertical`` choice (None: off); a stack finds its facecam on its own."""
     layout = choice(value if value not in (None, "") else "off", VERTICAL, "vertical")
     return None if layout == "off" else framing.Framing(layout)
+
+
+def caption_mode(value: object) -> str | None:
+    """The API's ``captions`` choice as the library's mode (None: off)."""
+    mode = choice(value if value not in (None, "") else "off", CAPTIONS, "captions")
+    return None if mode == "off" else mode
 
 
 def downloads(job: Job, paths: list[Path], prefix: str = "") -> list[Path]:
@@ -103,7 +116,17 @@ def answer(job: Job, note: str = "") -> Answer:
             for i, h in enumerate(result.highlights)
         ],
     }
-    timelines = downloads(job, result.timeline_paths)
+    subtitles = downloads(job, result.subtitle_paths)  # each clip's .srt and .vtt, by rank
+    for i, heard in enumerate(result.transcripts):  # none without captions
+        row = report["highlights"][i]
+        row["text"], row["language"] = heard.text, heard.language
+        row["words"] = [  # s from the clip's start, as in highlights.json
+            {"word": w.text.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+            for w in heard.words
+        ]
+        row["subtitles"] = [path.name for path in subtitles[2 * i : 2 * i + 2]]
+    # appended to the timelines, so a caller's scripts reading six outputs keep working
+    timelines = downloads(job, result.timeline_paths) + subtitles
     return Answer(
         report,
         str(job.files[0]),

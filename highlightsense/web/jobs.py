@@ -69,6 +69,10 @@ class Job:
     frame: Any = None  # (H, W, 3) uint8 preview frame for the vertical choice, made once
     facecam: Any = None  # faces.FacecamSuggestion, asked for once
     chat: Any = None  # chat.ChatSignal of the chat replay given with the VOD; None: audio alone
+    captions: str | None = None  # burn, soft or files (settings.CAPTION_MODES); None: none
+    # the visitor's corrected transcripts, by the clip's span (ms): a re-tune that picks the
+    # same span again keeps its correction (web.library.correct_caption bounds how many)
+    corrections: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -13,13 +13,14 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import chat, pipeline, scoring
+from .. import captions, chat, outputs, pipeline, scoring, signals, transcripts
 from ..engine import Engine
 from ..errors import UserError
 from ..progress import STAGE_WEIGHTS
-from ..results import Analysis, Result
+from ..results import Analysis, Highlight, Result
 from ..settings import AnalysisSettings, Selection
 from ..slices import SLICE_SEC
+from ..transcripts import Transcript
 from .controls import Picks
 from .jobs import KEEP_RENDERS, Job, JobProgress
 from .messages import for_visitor
@@ -43,6 +44,11 @@ NAME_CHARS = 60  # of the VOD's name kept in download names
 # XML (Premiere, Resolve), Final Cut Pro XML, a CMX 3600 EDL and YouTube chapters.
 TIMELINES = ("otio", "fcp7xml", "fcpxml", "edl", "chapters")
 VERTICAL_PREFIX = "vertical-"  # of the 9:16 clips' download names, after the VOD's
+CORRECTION_LIMIT = 500  # characters of a visitor's corrected caption
+MAX_CORRECTIONS = 100  # corrected clips remembered per job (the oldest go first)
+# what the job's store holds: landscape cuts, 9:16 cuts, and their captioned copies
+# (outputs.caption_cuts names those after the caption mode)
+STORE_PATTERNS = ("span_*", "vertical_*", "burn_*", "soft_*")
 
 
 class ModelsMissing(UserError):
@@ -160,9 +166,13 @@ def render(
     (``job.framing``) to the full render. Whatever ``cancel`` raises stops the ffmpeg runs at
     once."""
     vertical = job.framing.selection() if job.framing is not None and not preview else {}
+    # captions are transcribed (and drawn) by the full render only, like the 9:16 cuts
+    captioned = {"captions": job.captions} if job.captions is not None and not preview else {}
     chosen = Selection(
-        **(picks.settings() | ({"copy": True} if preview else {}) | vertical), timelines=TIMELINES
+        **(picks.settings() | ({"copy": True} if preview else {}) | vertical | captioned),
+        timelines=TIMELINES,
     )
+    extra = () if job.chat is None else (job.chat.as_signal(picks.chat_weight),)
     bar = None
     if progress is not None:
         bar = progress.part(ANALYSIS_SHARE, 1 - ANALYSIS_SHARE, (("Cutting the clips", 1.0),))
@@ -176,23 +186,64 @@ def render(
         progress=bar,
         cancel=cancel,
         media_url=job.analysis.source.name,  # timelines never show the server's folders
-        extra=() if job.chat is None else (job.chat.as_signal(picks.chat_weight),),
+        extra=extra,
+        transcripts=corrected(job, chosen, extra, cancel),
     )
     files = package(result, out_dir, job.name)
     job.result, job.picks, job.files = result, picks, files
     # nothing is left to cut after a full render, or after a preview that was all stream copies
-    # anyway (vertical clips are re-framed, so never previews)
-    copies = picks.cut == "fast" and job.framing is None
+    # anyway (vertical and captioned clips are made by the full render, so never previews)
+    copies = picks.cut == "fast" and job.framing is None and job.captions is None
     job.exact = not preview or copies or not result.highlights
     for old in range(1, job.renders - KEEP_RENDERS + 1):
         shutil.rmtree(job.folder / f"render-{old}", ignore_errors=True)
     _prune_store(job.folder / "store")
 
 
+def corrected(
+    job: Job, chosen: Selection, extra: tuple, cancel: Callable[[], None] | None
+) -> list[Transcript] | None:
+    """The clips' transcripts for ``chosen`` with the visitor's corrections in place of what
+    was heard, in rank order; None (the library transcribes) when nothing was corrected."""
+    if chosen.captions is None or not job.corrections:
+        return None
+    highlights, _, _ = pipeline.choose(job.analysis, chosen, signals.active(extra))
+    heard = outputs.transcribe_highlights(job.analysis, highlights, chosen.language,
+                                          cancel=cancel)  # fmt: skip
+    return [job.corrections.get(span_key(h), t) for h, t in zip(highlights, heard, strict=True)]
+
+
+def span_key(highlight: Highlight) -> tuple[int, int]:
+    """A clip's span in milliseconds: what a correction is kept by."""
+    return round(highlight.start_sec * 1000), round(highlight.end_sec * 1000)
+
+
+def correct_caption(job: Job, index: int, text: str) -> Transcript:
+    """Keep the visitor's ``text`` as the transcript of the shown clip ``index`` (0-based), its
+    words spread over the times the old ones were spoken; the next full render re-cuts that clip
+    alone (the others' captioned cuts are in the store). Markup stays the letters it is; too
+    long a text is a TranscriptError."""
+    fixed = captions.check_correction(text, CORRECTION_LIMIT)
+    highlight = job.result.highlights[index]
+    duration = highlight.end_sec - highlight.start_sec
+    transcript = captions.retimed(job.result.transcripts[index], fixed, duration)
+    job.corrections.pop(span_key(highlight), None)
+    job.corrections[span_key(highlight)] = transcript
+    while len(job.corrections) > MAX_CORRECTIONS:
+        job.corrections.pop(next(iter(job.corrections)))
+    return transcript
+
+
+def check_whisper() -> None:
+    """Load the Whisper model named by HIGHLIGHTSENSE_WHISPER (once per process), so a bad one
+    is refused before an analysis; a TranscriptError naming the variable."""
+    transcripts.load_model(transcripts.model_name())
+
+
 def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     """The downloads, named after the VOD so two VODs' files never collide: a zip of the clips,
-    tables and timelines, the two highlight tables, each clip, the timelines, then each
-    vertical clip."""
+    tables, subtitles and timelines, the two highlight tables, each clip, each clip's .srt and
+    .vtt, the timelines (and the rough cut's captions), then each vertical clip."""
     stem = download_stem(vod_name)
     folder = out_dir / "downloads"
     folder.mkdir()
@@ -200,12 +251,13 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     tables += result.timeline_paths
     named_tables = [folder / f"{stem}-{path.name}" for path in tables]
     named_clips = [folder / f"{stem}-{path.name}" for path in result.clip_paths]
+    named_subtitles = [folder / f"{stem}-{path.name}" for path in result.subtitle_paths]
     named_vertical = [
         folder / f"{stem}-{VERTICAL_PREFIX}{path.name}" for path in result.vertical_paths
     ]
-    sources = [*tables, *result.clip_paths, *result.vertical_paths]
-    pairs = zip(sources, [*named_tables, *named_clips, *named_vertical], strict=True)
-    for source, target in pairs:
+    sources = [*tables, *result.clip_paths, *result.subtitle_paths, *result.vertical_paths]
+    named = [*named_tables, *named_clips, *named_subtitles, *named_vertical]
+    for source, target in zip(sources, named, strict=True):
         try:
             os.link(source, target)
         except OSError:  # a file system without hard links
@@ -213,9 +265,10 @@ def package(result: Result, out_dir: Path, vod_name: str) -> list[Path]:
     archive_path = folder / f"{stem}-highlights.zip"
     # Clips are compressed already: store them, do not deflate them again.
     with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_STORED) as archive:
-        for path in [*named_tables, *named_clips, *named_vertical]:
+        for path in named:
             archive.write(path, f"{stem}-highlights/{path.name}")
-    return [archive_path, *named_tables[:2], *named_clips, *named_tables[3:], *named_vertical]
+    return [archive_path, *named_tables[:2], *named_clips, *named_subtitles, *named_tables[3:],
+            *named_vertical]  # fmt: skip
 
 
 def download_stem(vod_name: str) -> str:
@@ -224,9 +277,9 @@ def download_stem(vod_name: str) -> str:
 
 
 def _prune_store(store: Path) -> None:
-    """Cut clips no kept selection links to any more: re-tuning or re-framing must not grow
-    the store (landscape cuts are ``span_*``, vertical ones ``vertical_span_*``)."""
-    for path in [*store.glob("span_*"), *store.glob("vertical_*")]:
+    """Cut clips no kept selection links to any more: re-tuning, re-framing or correcting
+    captions must not grow the store (:data:`STORE_PATTERNS`)."""
+    for path in [path for pattern in STORE_PATTERNS for path in store.glob(pattern)]:
         try:
             if path.stat().st_nlink == 1:
                 path.unlink()

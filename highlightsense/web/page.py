@@ -38,6 +38,7 @@ PAGE = (
 PAGE += ("picker", "clip_video", "clip_audio", "why", "timer", "cancel", *CONTROLS)
 VERTICAL = ("layout", "place", "facecam", "gameplay", "slice_at")  # the vertical choice
 PAGE += ("vertical_box", "frame_view", "phone_view", "vertical_note", *VERTICAL)
+PAGE += ("captions", "captions_note", "caption_text", "recut")  # the Captions panel
 
 
 # --- answering every input with a sentence ---------------------------------------------------

@@ -4,8 +4,9 @@ Every handler answers any input: a bad value or a failure becomes one sentence (
 status line, or a ``gr.Error`` for API callers), never a traceback or a tool's raw output.
 
 A page handler answers through :mod:`.page` (one value per entry of its ``PAGE``); the
-Vertical (9:16) panel's handlers are :class:`.vertical_panel.VerticalPanel`'s. A new attempt
-never touches the results on screen until it has succeeded.
+Vertical (9:16) panel's handlers are :class:`.vertical_panel.VerticalPanel`'s, the Captions
+panel's :class:`.captions_panel.CaptionsPanel`'s. A new attempt never touches the results on
+screen until it has succeeded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..chat import CHAT_WEIGHT
 from ..errors import Cancelled
 from ..files import cache_dir
 from . import api, controls, example, framing, library, view, zerogpu
+from .captions_panel import CaptionsPanel
 from .config import Config, lend_ffprobe
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, keep_input
@@ -60,7 +62,7 @@ NO_VIDEO = (
 # --- the service -----------------------------------------------------------------------------
 
 
-class Service(VerticalPanel, api.ApiCalls):
+class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
     """The app's state (jobs, models, the example) and the handlers the page and API call."""
 
     def __init__(self, config: Config):
@@ -377,8 +379,7 @@ class Service(VerticalPanel, api.ApiCalls):
             yield page()  # a generator must yield: Gradio clears the outputs of one that does not
             return
         count = len(job.result.highlights)
-        what = "vertical clips (a while: each is re-framed)" if job.framing else "exact clips"
-        yield page(status=self.summary(job, f"Cutting the {what} ({count})…"))
+        yield page(status=self.summary(job, f"Cutting the {self.cutting_what(job)} ({count})…"))
         generation, began = job.generation, time.monotonic()
 
         def superseded() -> None:
@@ -395,9 +396,10 @@ class Service(VerticalPanel, api.ApiCalls):
                 yield page()
                 return
             except Exception:
-                # back to landscape, so later events do not try the same vertical cut again
-                # (the landscape previews still get their exact cuts at the next one)
-                job.framing = None
+                # back to landscape without captions, so later events do not try the same
+                # vertical cut or transcription again (the previews still get their exact cuts
+                # at the next one)
+                job.framing = job.captions = None
                 raise
         values = self.results(job)
         when, shown = self.failures.get(state["visitor"], (0.0, ""))
@@ -419,7 +421,7 @@ class Service(VerticalPanel, api.ApiCalls):
     def clip(self, job: Job, rank: object) -> dict:
         highlights = job.result.highlights
         if not highlights:
-            return {"clip_video": None, "clip_audio": None, "why": None}
+            return {"clip_video": None, "clip_audio": None, "why": None} | self.caption_of(job, -1)
         index = int(controls.number(rank, "The clip", 1, len(highlights), whole=True)) - 1
         paths = shown_clips(job.result)
         clip = str(paths[index]) if paths else None
@@ -432,7 +434,7 @@ class Service(VerticalPanel, api.ApiCalls):
                 highlights[index],
                 signals.reasons(job.result.signals, highlights[index].window),
             ),
-        }
+        } | self.caption_of(job, index)
 
     # --- what the page shows -------------------------------------------------------------
 
@@ -454,6 +456,9 @@ class Service(VerticalPanel, api.ApiCalls):
         note = "These are quick previews; the exact clips are being cut." if previews else ""
         if previews and job.framing is not None:
             note = "These are landscape previews; the vertical clips are being cut."
+        elif previews and job.captions is not None:
+            note = "What each clip says is being transcribed; its captions follow."
+        said = [t.text for t in result.transcripts]
         values = {
             "status": self.summary(job, note),
             "results": gr.update(visible=True),
@@ -464,7 +469,11 @@ class Service(VerticalPanel, api.ApiCalls):
                 visible=videos and bool(highlights),
             ),
             "audio_note": gr.update(visible=not videos and bool(highlights)),
-            "table": gr.update(value=view.table_rows(highlights), visible=bool(highlights)),
+            "table": gr.update(
+                value=view.table(highlights, said),
+                datatype=view.TABLE_TYPES + ["str"] * bool(said),
+                visible=bool(highlights),
+            ),
             "downloads": view.downloads(job.files),
             "picker": gr.update(
                 choices=[(c, h.rank) for c, h in zip(captions, highlights, strict=True)],
@@ -473,7 +482,7 @@ class Service(VerticalPanel, api.ApiCalls):
             ),
             "vertical_box": gr.update(visible=videos),
         }
-        return values | self.clip(job, 1)
+        return values | self.captions_view(job) | self.clip(job, 1)
 
     def controls(self, job: Job) -> dict:
         picks = job.picks
@@ -509,6 +518,7 @@ class Service(VerticalPanel, api.ApiCalls):
         vertical: str = "off",
         chat: str | None = None,
         chat_weight: float = CHAT_WEIGHT,
+        captions: str = "off",
     ) -> tuple:
         """Find the highlights of a game-stream VOD and cut them into clips.
 
@@ -525,44 +535,53 @@ class Service(VerticalPanel, api.ApiCalls):
             vertical: off, stack, crop or fit: also cut 9:16 clips (default off)
             chat: the VOD's chat replay, fused with the audio (default none)
             chat_weight: the chat's share of the score, 0-1 (default 0.35; 0: the audio alone)
+            captions: off, burn (drawn in), soft (subtitle track) or files (.srt, .vtt); default off
         Returns:
             report: {job, vod, duration, threshold, message, vertical, highlights; chat}
-            each highlight: {rank, start_sec, end_sec, confidence, clip, vertical_clip; signals}
-            the zip of the clips, tables and timelines
+            each highlight: {rank, start_sec, end_sec, confidence, clip, vertical_clip; signals;
+            with captions: text, language, words [{word, start, end} s in the clip], subtitles}
+            the zip of the clips, tables, subtitles and timelines
             the clips by rank, then the vertical clips by rank
-            the editor timelines (otio, fcp7xml, fcpxml, edl, chapters)
+            the editor timelines (otio, fcp7xml, fcpxml, edl, chapters), then with captions the
+            rough cut's captions.srt and each clip's .srt and .vtt by rank
             the score plot (HTML)
         """
         try:
             return self._detect(
                 file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
-                chat, chat_weight,
+                chat, chat_weight, captions,
             )  # fmt: skip
         except Exception as error:
             raise api.as_api_error(error, "detect") from None
 
     def _detect(
         self, file, link, top_n, percentile, threshold, gap, pad_before, pad_after, cut, vertical,
-        chat=None, chat_weight=CHAT_WEIGHT,
+        chat=None, chat_weight=CHAT_WEIGHT, captions="off",
     ) -> tuple:  # fmt: skip
         by = "percentile" if threshold is None else "threshold"
         picks = controls.picks(top_n, by, percentile, threshold, gap, pad_before, pad_after, cut,
                                chat_weight)  # fmt: skip
         chosen = api.vertical_layout(vertical)
+        mode = api.caption_mode(captions)
         source, is_link, name = self.source({"job": ""}, file, link)
         chat_path = controls.chat_file(chat)
         self.models.check()
+        if mode is not None:
+            library.check_whisper()  # a bad Whisper model is refused before the analysis
         job = self.jobs.start(api.API_OWNER)
+        job.captions = mode
         self._work(job, picks, scoring.WINDOW_SEC, source, is_link, name, quick_first=False,
                    chat_path=chat_path)  # fmt: skip
-        note = ""
+        notes = []
         if chosen is not None and job.analysis.info.has_video:
             with job.lock:  # the landscape clips are in the job's store: only 9:16 is cut
                 job.framing = chosen
                 library.render(job, picks, preview=False)
         elif chosen is not None:
-            note = api.NO_PICTURE
-        answer = api.answer(job, note)
+            notes.append(api.NO_PICTURE)
+        if mode in ("burn", "soft") and not job.analysis.info.has_video:
+            notes.append(api.NO_PICTURE_CAPTIONS)
+        answer = api.answer(job, " ".join(notes))
         result = job.result
         if result.signals:  # the chat's summary, and each highlight's share of audio and chat
             answer.report["chat"] = {k: v for k, v in job.chat.about.items() if k != "file"}

@@ -18,6 +18,8 @@ from ..timecode import format_timestamp
 from .controls import Picks
 
 TABLE_HEADERS = ["#", "Start", "End", "Length", "Score"]
+TABLE_TYPES = ["number", "str", "str", "str", "str"]
+SAID_HEADER = "What was said"  # the column of the clips' transcripts, when captioned
 FILE_ROUTE = "/gradio_api/file="  # where Gradio serves files of the allowed folders
 SIZE_UNITS = ("bytes", "KB", "MB", "GB")
 
@@ -89,6 +91,18 @@ def table_rows(highlights: list) -> list[list]:
         ]
         for h in highlights
     ]
+
+
+def table(highlights: list, said: Sequence[str] = ()) -> dict:
+    """The highlights table (a Dataframe value), with a *What was said* column when ``said``
+    holds each clip's transcript (plain text: the table shows it as text, never as markup)."""
+    rows = table_rows(highlights)
+    if not said:
+        return {"headers": TABLE_HEADERS, "data": rows}
+    return {
+        "headers": [*TABLE_HEADERS, SAID_HEADER],
+        "data": [[*row, text] for row, text in zip(rows, said, strict=True)],
+    }
 
 
 def downloads(files: list[Path]) -> str:
