@@ -43,6 +43,9 @@ OPSET = 17  # ONNX opset of the export (LayerNormalization needs 17)
 BF16_UNIT = 2.0**-9  # bf16's relative rounding: the unit tests/test_stems.py measures errors in
 VOICE = "vocals"
 SEED = 0
+# single: one segment per runtime and thread count; pairs: 2 workers x 1 thread, as the project
+# runs on CPUs; direct: OpenVINO's conversion straight from torch against the ONNX route
+SECTIONS = ("single", "pairs", "direct")
 
 
 def _network_class():
@@ -201,30 +204,71 @@ def ort_network(path: Path, threads: int) -> Callable:
     return network
 
 
-def ov_network(path: Path, threads: int, precision: str) -> Callable:
+def ov_network(source, threads: int, precision: str, streams: int = 1) -> Callable:
+    """An OpenVINO network from an .onnx path or an ``ov.Model``; with ``streams`` > 1, one
+    infer request per calling thread (the threads of ``streams`` parallel workers)."""
+    import threading
+
     import openvino as ov
     import torch
 
     core = ov.Core()
+    began = cpu_seconds()
     compiled = core.compile_model(
-        core.read_model(str(path)),
+        core.read_model(str(source)) if isinstance(source, Path) else source,
         "CPU",
         {
             "INFERENCE_PRECISION_HINT": precision,  # OpenVINO picks bf16 on AMX unless told
             "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": streams,
             "ENABLE_CPU_PINNING": False,  # a shared machine: do not pin to cores others use
         },
     )
-    request = compiled.create_infer_request()
+    print(
+        f"openvino {precision} compile ({threads} threads, {streams} streams): "
+        f"{cpu_seconds() - began:.1f} s CPU"
+    )
+    local = threading.local()
 
     def network(mag, mix):
-        result = request.infer({"mag": mag.numpy(), "mix": mix.numpy()})
+        if not hasattr(local, "request"):
+            local.request = compiled.create_infer_request()
+        result = local.request.infer({0: mag.numpy(), 1: mix.numpy()})
         x, xt = (result[out] for out in compiled.outputs)
         return torch.from_numpy(x.copy()), torch.from_numpy(xt.copy())
 
     return network
+
+
+def convert_direct(model, mix) -> tuple:
+    """``ov.convert_model`` straight from the torch module (no ONNX file): (ov.Model, CPU s)."""
+    import openvino as ov
+    import torch
+
+    network = _network_class()(model).eval()
+    z = model._spec(mix)
+    began = cpu_seconds()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(network, example_input=(model._magnitude(z), mix))
+    return converted, cpu_seconds() - began
+
+
+def pairs(runners: dict[str, Callable], mixes: list, repeats: int) -> dict[str, list]:
+    """The project's CPU plan: 2 workers x 1 thread, each separating its own segment; wall and
+    CPU seconds per pair of segments, interleaved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    times: dict[str, list] = {label: [] for label in runners}
+    with ThreadPoolExecutor(len(mixes)) as pool:
+        for run in runners.values():  # warm-up, one request per worker thread
+            list(pool.map(run, mixes))
+        for _ in range(repeats):
+            for label, run in runners.items():
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                list(pool.map(run, mixes))
+                times[label].append((time.perf_counter() - wall, cpu_seconds() - cpu))
+    return times
 
 
 def cpu_seconds() -> float:
@@ -252,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="+", default=None, help="runtimes to run (by label)")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run"
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
     args = parser.parse_args(argv)
 
@@ -270,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     export(model, mix, onnx_path)
     print(
         f"export: {time.perf_counter() - began[0]:.1f} s wall, {cpu_seconds() - began[1]:.1f} s "
-        f"CPU, {onnx_path.stat().st_size / 2**20:.0f} MiB"
+        f"CPU, {onnx_path.stat().st_size / 2**20:.1f} MiB"
     )
 
     torch.set_num_threads(1)
@@ -278,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     split_check = split_runner(model, _network_class()(model).eval())(mix)
     print(f"torch split vs torch forward: max |Δ| {(split_check - reference).abs().max():.2e}")
 
-    for threads in args.threads:
+    for threads in args.threads if "single" in args.sections else []:
         torch.set_num_threads(threads)
         runners: dict[str, Callable] = {
             "torch fp32": torch_runner(model, bf16=False),
@@ -330,6 +377,47 @@ def main(argv: list[str] | None = None) -> None:
                 "max|Δ|/peak",
                 "rms err voice/game (2^-9)",
             ),
+        )
+
+    torch.set_num_threads(1)
+    if "direct" in args.sections:
+        converted, seconds = convert_direct(model, mix)
+        direct = split_runner(model, ov_network(converted, 1, "bf16"))(mix)
+        via_onnx = split_runner(model, ov_network(onnx_path, 1, "bf16"))(mix)
+        found = errors(direct, reference, list(model.sources))
+        print(
+            f"openvino convert_model from torch: {seconds:.1f} s CPU; its bf16 output against "
+            f"the ONNX route's: max |Δ| {(direct - via_onnx).abs().max():.1e}; against torch "
+            f"fp32: max |Δ|/peak {found['max_rel']:.1e}, rms voice/game "
+            f"{found['voice']:.3f} / {found['game']:.3f} (2^-9)"
+        )
+    if "pairs" in args.sections:
+        second = torch.randn(mix.shape, generator=torch.Generator().manual_seed(SEED + 1))
+        runners = {
+            "torch bf16 autocast": torch_runner(model, bf16=True),
+            "openvino bf16": split_runner(model, ov_network(onnx_path, 2, "bf16", streams=2)),
+            "openvino fp32": split_runner(model, ov_network(onnx_path, 2, "f32", streams=2)),
+        }
+        if args.only:
+            runners = {k: v for k, v in runners.items() if k in args.only}
+        times = pairs(runners, [mix, second], args.repeats)
+        base = statistics.median(cpu for _, cpu in times.get("torch bf16 autocast", [(0, 0)]))
+        rows = []
+        for label, measured in times.items():
+            walls, cpus = zip(*measured, strict=True)
+            rows.append(
+                (
+                    label,
+                    f"{statistics.median(walls):.2f} / {min(walls):.2f}",
+                    f"{statistics.median(cpus):.2f} / {min(cpus):.2f}",
+                    f"{base / statistics.median(cpus):.2f}x" if base else "-",
+                )
+            )
+        common.print_table(
+            f"two segments at once, 2 workers x 1 thread, {args.repeats} interleaved repeats, "
+            f"load average {common.load_average():.1f} (shared machine)",
+            rows,
+            ("runtime", "wall s/pair med / min", "CPU s/pair med / min", "vs bf16 (CPU)"),
         )
 
 
