@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +44,24 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
     assert any(line.startswith("re-encode with captions drawn") for line in lines)
     assert any(line.startswith("separating the voice of 1 x 30 s spans") for line in lines)
+
+
+def test_export_benchmark_prints_its_tables(tmp_path: Path) -> None:
+    # The runtimes are not project dependencies: this runs where they are installed (the venv
+    # named in benchmarks/export.py's docstring).
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "export.py"), "--separator", "tiny",
+        "--repeats", "1", "--threads", "1", "--scratch", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("torch split vs torch forward: max |Δ| 0.00e+00") for line in lines)
+    for runtime in ("torch bf16 autocast", "onnxruntime fp32", "openvino fp32", "openvino bf16"):
+        row = next(line for line in lines if line.startswith(f"{runtime}  "))
+        cpu_median = float(row[len(runtime) :].split()[3])
+        assert cpu_median > 0
+    assert any(line.startswith("openvino convert_model from torch:") for line in lines)
+    assert any(line.startswith("two segments at once") for line in lines)
