@@ -77,7 +77,7 @@ def make_vod(path: Path, minutes: float, *, video: bool = True) -> Path:
 
 def make_separator(folder: Path, size: str) -> tuple[Path, str]:
     """(repo, name) of a random-weight Demucs local repo: ``tiny`` (the tests' 27 k-parameter
-    HTDemucs) or ``htdemucs`` (HTDemucs at its default sizes, ~42 M parameters, the published
+    HTDemucs) or ``htdemucs`` (HTDemucs at its default sizes, 26.9 M parameters, the published
     htdemucs' 7.8 s segment)."""
     import torch
     import yaml
