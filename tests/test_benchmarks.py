@@ -33,7 +33,7 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     command = [
         sys.executable, str(ROOT / "benchmarks" / "captions.py"), "--sizes", "tiny",
         "--types", "int8", "--tokens", "5", "--burn-seconds", "2", "--scratch", str(tmp_path),
-        "--separator", "tiny", "--clips", "1",
+        "--separator", "tiny", "--clips", "2", "--vod-minutes", "1", "--caption-model", "tiny",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -41,4 +41,7 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     row = next(line for line in lines if line.startswith("tiny    int8"))
     assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
     assert any(line.startswith("re-encode with captions drawn") for line in lines)
-    assert any(line.startswith("separating the voice of 1 x 30 s spans") for line in lines)
+    assert any(line.startswith("captions of 2 x 30 s clips of a 1.") for line in lines)
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("voice ", "total"))}
+    assert float(rows["voice"][1]) > 0 and float(rows["total"][3]) > 0  # before and after filled
+    assert any(line.startswith("keeping the voice in the analysis:") for line in lines)
