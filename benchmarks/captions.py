@@ -1,8 +1,9 @@
-"""What captions cost: transcription per minute of clip audio, separating the voice of the
-clips again, and burning the captions into a clip.
+"""What captions cost: transcription per minute of clip audio, the voice of the clips (kept
+during the analysis, or separated again), and burning the captions into a clip.
 
     python benchmarks/captions.py [--sizes base,small,medium] [--types int8,float32]
                                   [--tokens 100] [--separator htdemucs] [--clips 10]
+                                  [--vod-minutes 6] [--caption-model base]
                                   [--burn-seconds 30] [--scratch DIR]
 
 Transcription is measured with random-weight Whisper models of the exact shapes of the named
@@ -14,6 +15,12 @@ directly: log-mel features, the encoder, greedy decoding of exactly ``--tokens``
 talkative streamer: ~3 words/s, ~1.2 tokens a word) and the word alignment. Figures are per
 minute of audio (two windows), wall and CPU seconds, with the load average around each.
 
+Captions of ``--clips`` 30 s clips: a generated VOD of ``--vod-minutes`` is analysed with a
+random-weight Demucs (``--separator``) keeping its voice, then each clip's voice is taken twice,
+by separating its span again (before) and from the kept voice (after), and transcribed
+(``--caption-model``, int8) and written as .srt/.vtt: CPU seconds per step, and the keeping's own
+CPU time and memory inside the analysis.
+
 Burning: a 30 s 1080x1920 clip is re-encoded as the caption pass does (x264 veryfast, CRF 20),
 once without a filter and once with the ASS captions drawn, so the difference is the drawing.
 """
@@ -21,6 +28,7 @@ once without a filter and once with the ASS captions drawn, so the difference is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -37,7 +45,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the tests build the Whisper v
 
 from whisper_fixtures import whisper_tokens  # noqa: E402
 
-from highlightsense import captions, tools, transcripts  # noqa: E402
+from highlightsense import captions, tools, transcripts, voice  # noqa: E402
 from highlightsense.transcripts import Segment, Transcript, Word  # noqa: E402
 
 SHAPES = {  # size: (width, encoder layers, decoder layers, heads), openai/whisper's dimensions
@@ -129,60 +137,162 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def transcription(folder: Path, compute_type: str, tokens: int, threads: int) -> dict:
-    """Seconds per minute of audio, by step: features, encoder, decoding, alignment."""
+def listen(model, extractor, audio: np.ndarray, tokens: int) -> tuple[dict, int]:
+    """One 30 s window of ``audio`` (16 kHz) through what faster-whisper runs for speech:
+    wall seconds per step, and the tokens decoded."""
+    import ctranslate2
+
+    steps = {}
+    t = time.perf_counter()
+    window = np.zeros(int(WINDOW * 16000), np.float32)
+    window[: min(len(audio), len(window))] = audio[: len(window)]
+    mel = extractor(window)[:, : int(WINDOW * 100)]
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+    steps["features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    encoded = model.encode(features)
+    steps["encode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = model.generate(encoded, [PROMPT], beam_size=1, max_length=2 * tokens,
+                            suppress_tokens=[-1, EOT], suppress_blank=False)  # fmt: skip
+    steps["decode"] = time.perf_counter() - t
+    decoded = result[0].sequences_ids[0]
+    t = time.perf_counter()
+    model.align(encoded, PROMPT[:3], [decoded], int(WINDOW * 100))
+    steps["align"] = time.perf_counter() - t
+    return steps, len(decoded)
+
+
+def whisper(folder: Path, compute_type: str, threads: int):
+    """(the CTranslate2 model, its feature extractor, seconds to load)."""
     import ctranslate2
     from faster_whisper.feature_extractor import FeatureExtractor
 
     began = time.perf_counter()
     model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=compute_type,
                                        intra_threads=threads)  # fmt: skip
-    load = time.perf_counter() - began
-    extractor = FeatureExtractor(feature_size=MELS)
+    return model, FeatureExtractor(feature_size=MELS), time.perf_counter() - began
+
+
+def transcription(folder: Path, compute_type: str, tokens: int, threads: int) -> dict:
+    """Seconds per minute of audio, by step: features, encoder, decoding, alignment."""
+    model, extractor, load = whisper(folder, compute_type, threads)
     audio = (0.1 * np.random.default_rng(1).standard_normal(int(WINDOW * 16000))).astype(np.float32)
     steps = dict.fromkeys(("features", "encode", "decode", "align"), 0.0)
     cpu0, load_before = cpu_seconds(), loadavg()
     for _ in range(2):  # two 30 s windows: one minute
-        t = time.perf_counter()
-        mel = extractor(audio)[:, : int(WINDOW * 100)]
-        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
-        steps["features"] += time.perf_counter() - t
-        t = time.perf_counter()
-        encoded = model.encode(features)
-        steps["encode"] += time.perf_counter() - t
-        t = time.perf_counter()
-        result = model.generate(encoded, [PROMPT], beam_size=1, max_length=2 * tokens,
-                                suppress_tokens=[-1, EOT], suppress_blank=False)  # fmt: skip
-        steps["decode"] += time.perf_counter() - t
-        decoded = result[0].sequences_ids[0]
-        t = time.perf_counter()
-        model.align(encoded, PROMPT[:3], [decoded], int(WINDOW * 100))
-        steps["align"] += time.perf_counter() - t
-    return {"load_sec": load, "tokens": len(decoded), "cpu_sec": cpu_seconds() - cpu0,
+        took, decoded = listen(model, extractor, audio, tokens)
+        steps = {name: steps[name] + took[name] for name in steps}
+    return {"load_sec": load, "tokens": decoded, "cpu_sec": cpu_seconds() - cpu0,
             "wall_sec": sum(steps.values()), "steps": steps,
             "load_before": load_before, "load_after": loadavg()}  # fmt: skip
 
 
-def separation_cost(scratch: Path, separator: str, seconds: float, clips: int) -> dict:
-    """Wall and CPU seconds to get the voice of ``clips`` spans of ``seconds`` by separating
-    them again (what captions do without --tracks), with a random-weight Demucs."""
-    from common import make_separator, make_vod
+class TimedKeeper(voice.VoiceKeeper):
+    """The engine's voice keeper, adding up the CPU time it takes in the thread that runs it
+    (the one consuming the separated stems)."""
 
-    from highlightsense import media, voice
-    from highlightsense.results import Analysis
+    cpu_sec = 0.0
+
+    def write(self, pair: tuple) -> tuple:
+        began = time.thread_time()
+        try:
+            return super().write(pair)
+        finally:
+            TimedKeeper.cpu_sec += time.thread_time() - began
+
+    def close(self) -> None:
+        began = time.thread_time()
+        try:
+            super().close()
+        finally:
+            TimedKeeper.cpu_sec += time.thread_time() - began
+
+
+def talk(seconds: float) -> Transcript:
+    """A talkative transcript: a word every 0.4 s."""
+    words = tuple(Word(f" word{i}", i * 0.4, i * 0.4 + 0.35) for i in range(int(seconds / 0.4)))
+    return Transcript((Segment(" ".join(w.text for w in words), 0.0, seconds, words),))
+
+
+class Meter:
+    """CPU and wall seconds per named step, summed over repeated entries."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+
+    def time(self, name: str, work, *args):
+        began, cpu = time.perf_counter(), cpu_seconds()
+        try:
+            return work(*args)
+        finally:
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu_seconds() - cpu
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - began
+
+
+def captions_cost(scratch: Path, args: argparse.Namespace, whisper_folder: Path) -> dict:
+    """Captions of ``args.clips`` 30 s clips of an analysed VOD, their voice separated again
+    (before) or sliced from the voice kept during the analysis (after): CPU and wall seconds
+    of each step, and what the keeping cost inside the analysis."""
+    from common import make_separator, make_vod, make_weights
+
+    from highlightsense import engine as engine_module
+    from highlightsense.engine import Engine
     from highlightsense.settings import AnalysisSettings
 
-    repo, name = make_separator(scratch, separator)
-    vod = make_vod(scratch / "vod.mp4", (clips * seconds + 10) / 60)
-    settings = AnalysisSettings(separator=name, separator_repo=str(repo), device="cpu")
-    analysis = Analysis(vod, media.probe(vod), np.zeros((0, 3)), np.zeros((0, 1)),
-                        np.zeros((2, 0)), "", name, settings, 16)  # fmt: skip
-    voice.voice_of(analysis, (0.0, 1.0))  # loads the model once, as the engine would have
-    t, cpu0, before = time.perf_counter(), cpu_seconds(), loadavg()
-    for i in range(clips):
-        voice.voice_of(analysis, (i * seconds, (i + 1) * seconds))
-    return {"wall_sec": time.perf_counter() - t, "cpu_sec": cpu_seconds() - cpu0,
-            "load_before": before, "load_after": loadavg()}  # fmt: skip
+    repo, name = make_separator(scratch, args.separator)
+    minutes = max(args.vod_minutes, (args.clips * WINDOW + 10) / 60)
+    vod = make_vod(scratch / f"vod-{minutes:g}min.mp4", minutes)
+    weights = make_weights(scratch)
+    settings = AnalysisSettings(weights=str(weights), separator=name, separator_repo=str(repo),
+                                device="cpu", use_cache=False)  # fmt: skip
+    engine = Engine.create(settings).load()
+    engine_module.VoiceKeeper = TimedKeeper  # the engine's keeper, timed
+    TimedKeeper.cpu_sec = 0.0
+    began, cpu, before = time.perf_counter(), cpu_seconds(), loadavg()
+    analysis = engine.analyze(vod, keep_voice=True)
+    figures = {"vod_minutes": analysis.duration / 60, "analysis_cpu_sec": cpu_seconds() - cpu,
+               "analysis_wall_sec": time.perf_counter() - began, "keeping_cpu_sec":
+               TimedKeeper.cpu_sec, "kept_bytes": analysis.voice.nbytes,
+               "analysis_load": f"{before} → {loadavg()}"}  # fmt: skip
+    again = dataclasses.replace(analysis, voice=None)  # as from the cache: separate again
+    step = (analysis.duration - WINDOW) / max(args.clips - 1, 1)
+    spans = [(i * step, i * step + WINDOW) for i in range(args.clips)]
+    model, extractor, _ = whisper(whisper_folder, "int8", args.threads)
+    for label, source in (("before", again), ("after", analysis)):
+        meter, before = Meter(), loadavg()
+        for number, span in enumerate(spans, start=1):
+            audio = meter.time("voice", voice.voice_of, source, span)
+            meter.time("transcription", listen, model, extractor, audio, args.tokens)
+            stem = scratch / f"captions-{label}" / f"highlight_{number:02d}"
+            stem.parent.mkdir(exist_ok=True)
+            meter.time("writing", captions.write_subtitles, talk(WINDOW), WINDOW, stem)
+        figures[label] = {"cpu": meter.cpu, "wall": meter.wall, "load": f"{before} → {loadavg()}"}
+    return figures
+
+
+def print_captions_cost(r: dict, args: argparse.Namespace) -> None:
+    minutes = r["vod_minutes"]
+    print(f"\ncaptions of {args.clips} x {WINDOW:g} s clips of a {minutes:.1f}-minute VOD "
+          f"({args.separator} separator, {args.caption_model} int8, {args.tokens} tokens per "
+          "clip), CPU s (wall s, shared machine):")  # fmt: skip
+    print(f"{'step':14} {'separated again':>22} {'kept voice':>22}")
+    for step in ("voice", "transcription", "writing"):
+        cells = [f"{r[k]['cpu'][step]:8.1f} ({r[k]['wall'][step]:7.1f})"
+                 for k in ("before", "after")]  # fmt: skip
+        print(f"{step:14} {cells[0]:>22} {cells[1]:>22}")
+    totals = [f"{sum(r[k]['cpu'].values()):8.1f} ({sum(r[k]['wall'].values()):7.1f})"
+              for k in ("before", "after")]  # fmt: skip
+    print(f"{'total':14} {totals[0]:>22} {totals[1]:>22}")
+    print(f"load avg: before {r['before']['load']}, after {r['after']['load']}")
+    mb = r["kept_bytes"] / 1e6
+    print(f"keeping the voice in the analysis: {r['keeping_cpu_sec']:.2f} CPU s of its "
+          f"{r['analysis_cpu_sec']:.1f} ({r['keeping_cpu_sec'] / minutes:.3f} CPU s per minute of "
+          f"VOD); kept {mb:.1f} MB ({mb / minutes * 60:.1f} MB per hour); analysis "
+          f"{r['analysis_wall_sec']:.1f} s wall, load avg {r['analysis_load']}",
+          flush=True)  # fmt: skip
+    print("  " + json.dumps(r), file=sys.stderr)
 
 
 def children_cpu() -> float:
@@ -202,8 +312,7 @@ def burn_cost(scratch: Path, seconds: float) -> dict:
          "-c:a", "aac", str(clip)],
         check=True, timeout=3600,
     )  # fmt: skip
-    words = tuple(Word(f" word{i}", i * 0.4, i * 0.4 + 0.35) for i in range(int(seconds / 0.4)))
-    heard = Transcript((Segment(" ".join(w.text for w in words), 0.0, seconds, words),))
+    heard = talk(seconds)
     plain = captions.burn_command(clip, scratch / "none.ass", scratch / "plain.mp4")
     plain = [arg for arg in plain if not arg.startswith("ass=")]
     plain.remove("-vf")
@@ -227,7 +336,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=transcripts.cpu_threads())
     parser.add_argument("--burn-seconds", type=float, default=30.0)
     parser.add_argument("--separator", default="htdemucs", help="tiny | htdemucs | none")
-    parser.add_argument("--clips", type=int, default=10, help="30 s spans separated again")
+    parser.add_argument("--clips", type=int, default=10, help="30 s clips captioned")
+    parser.add_argument("--vod-minutes", type=float, default=6.0, help="of the analysed VOD")
+    parser.add_argument("--caption-model", default="base", help="Whisper size for the clips")
     parser.add_argument("--scratch", type=Path, default=None, help="keeps the models when given")
     args = parser.parse_args()
 
@@ -246,10 +357,8 @@ def main() -> None:
                       flush=True)  # fmt: skip
                 print("  " + json.dumps(r), file=sys.stderr)
         if args.separator != "none":
-            r = separation_cost(keep, args.separator, WINDOW, args.clips)
-            print(f"\nseparating the voice of {args.clips} x {WINDOW:g} s spans again "
-                  f"({args.separator}): {r['wall_sec']:.1f} s wall, {r['cpu_sec']:.1f} s CPU, "
-                  f"load avg {r['load_before']} → {r['load_after']}", flush=True)  # fmt: skip
+            folder = random_whisper(keep / f"whisper-{args.caption_model}", args.caption_model)
+            print_captions_cost(captions_cost(keep, args, folder), args)
         if args.burn_seconds > 0:
             print(f"\nburning captions into a {args.burn_seconds:g} s 1080x1920 clip")
             burned = burn_cost(Path(temporary), args.burn_seconds)

@@ -449,13 +449,16 @@ def prepare(
     return Path(job.source)
 
 
-def analyse(engine: Engine, media: Path, target: Path) -> tuple[Path, Analysis]:
-    """Stage ``target`` (refusing a user's folder first) and analyse ``media`` into it."""
+def analyse(
+    engine: Engine, media: Path, target: Path, keep_voice: bool = False
+) -> tuple[Path, Analysis]:
+    """Stage ``target`` (refusing a user's folder first) and analyse ``media`` into it, keeping
+    its separated voice when captions will be made (``keep_voice``)."""
     staging = outfolder.stage(target)
     try:
         with outfolder.writing(staging, target):
             stems = staging / "stems" if engine.settings.keep_stems else None
-            analysis = engine.analyze(media, stems_dir=stems)
+            analysis = engine.analyze(media, stems_dir=stems, keep_voice=keep_voice)
     except BaseException:
         outfolder.discard(staging)
         raise
@@ -583,7 +586,8 @@ def run_local(
                     row = failed_row(job, target.name, media, began)
                 else:
                     try:
-                        staging, analysis = analyse(engine, media, target)
+                        keep = chosen.captions is not None
+                        staging, analysis = analyse(engine, media, target, keep)
                     except Exception as err:
                         row = failed_row(job, target.name, err, began)
                 if pending is not None:  # at most one VOD waits to be cut: bounded memory

@@ -29,6 +29,7 @@ from .results import Analysis
 from .runtime import Plan, resolve_device, torch_threads, trimming_progress
 from .separator import Separator, load_separator
 from .settings import AnalysisSettings
+from .voice import VoiceKeeper
 
 # gpu(vod_seconds, fn, *args) → fn(*args), run where the GPU is; vod_seconds is how much of the
 # VOD the call covers, so a per-call time limit can be sized without looking inside the call.
@@ -106,10 +107,14 @@ class Engine:
         info: media.MediaInfo,
         progress: Progress | None = None,
         stems_dir: Path | None = None,
+        keeper: VoiceKeeper | None = None,
     ) -> np.ndarray:
-        """media → (2, 80, T) float32 log-mel (voice, game), in one streaming pass."""
+        """media → (2, 80, T) float32 log-mel (voice, game), in one streaming pass; the
+        ``keeper`` keeps the separated voice on the way (not the voice of ``--tracks``: that
+        track is decoded directly when needed)."""
         stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
         separator = self.separator
+        taps = []
         if separator is None:
             voice, game = (track - 1 for track in self.settings.tracks)
             pairs = extract.from_tracks(info, voice, game, stages("separate"))
@@ -120,8 +125,11 @@ class Engine:
                 info, separator, mix, self.plan, self.precision, stages("separate")
             )
             rate, frames = mix.rate, mix.frames
+            if keeper is not None:
+                keeper.open(mix.rate, mix.samples)
+                taps.append(keeper)
         with torch_threads(self.plan.threads):  # the pairs are made lazily inside this block
-            return extract.to_features(pairs, rate, self.device, frames, stems_dir)
+            return extract.to_features(pairs, rate, self.device, frames, stems_dir, taps)
 
     def features_range(
         self, info: media.MediaInfo, mix: extract.Mix, frames: tuple[int, int | None]
@@ -194,6 +202,8 @@ class Engine:
         download_dir: Path | None = None,
         gpu: GpuRunner | None = None,
         slice_sec: float = slices.SLICE_SEC,
+        keep_voice: bool = False,
+        voice_dir: Path | None = None,
     ) -> Analysis:
         """Fetch (for a link), probe, separate, featurize (or load the cache) and score every
         window of ``source``.
@@ -201,6 +211,11 @@ class Engine:
         With ``gpu`` (on ZeroGPU, a ``spaces.GPU`` function) separation runs in slices of
         ``slice_sec`` seconds of VOD, one call each, so each call fits a per-call time limit,
         and scoring in one more call. Without it, one streaming pass does everything here.
+
+        ``keep_voice`` (captions will be wanted): the separated voice is kept on the
+        :class:`Analysis`, in memory or, with ``voice_dir``, in a file there (see
+        :class:`~highlightsense.voice.VoiceKeeper`), when it is separated here at all (not from
+        the cache, not in slices). It changes neither the scores nor the cache.
         """
         text = str(source)
         is_url = sources.is_url(text)
@@ -232,12 +247,13 @@ class Engine:
             if stems_dir is None:  # stems were asked for: separate again to write them
                 spec = cache.load(key)
         from_cache = spec is not None
+        keeper = VoiceKeeper(voice_dir) if keep_voice else None
         if spec is None:
             sliced = gpu is not None and tracks is None and stems_dir is None
             if sliced and slices.can_slice(self.separator.samplerate):
                 spec = self._features_in_slices(info, stages("features"), gpu, slice_sec, key)
             else:
-                spec = self.features(info, stages("features"), stems_dir)
+                spec = self.features(info, stages("features"), stems_dir, keeper)
                 if key is not None:
                     cache.store(key, spec)
         seconds["separate+features"] = time.perf_counter() - began
@@ -261,6 +277,7 @@ class Engine:
             step_frames=self.model.model.time_reduction,
             seconds=seconds,
             features_from_cache=from_cache,
+            voice=None if keeper is None else keeper.kept(),
         )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import wave
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -144,6 +144,15 @@ def from_tracks(
         yield from reporting(pairs(), _samples, total, report, "Reading the voice and game tracks")
 
 
+class Tap(Protocol):
+    """Something that sees the (voice, game) pairs stream past on their way to the features
+    (:class:`StemWriter`, :class:`highlightsense.voice.VoiceKeeper`)."""
+
+    def write(self, pair: tuple) -> tuple: ...  # the pair, unchanged
+
+    def close(self) -> None: ...  # the stream ended (or stopped)
+
+
 class StemWriter:
     """Writes the stems as 16-bit WAV files while they stream past."""
 
@@ -173,17 +182,19 @@ def to_features(
     device: str,
     frames: int | None = None,
     stems_dir: Path | None = None,
+    taps: Sequence[Tap] = (),
 ) -> np.ndarray:
     """(voice, game) chunks at ``rate`` → (2, 80, T) float32 log-mel, writing the stems to
-    ``stems_dir`` on the way when given. ``frames``: T when known in advance."""
-    writer = StemWriter(stems_dir, rate) if stems_dir is not None else None
-    if writer is not None:
-        pairs = map(writer.write, pairs)
+    ``stems_dir`` on the way when given, and showing each pair to the ``taps``. ``frames``: T
+    when known in advance."""
+    taps = [*taps, *([StemWriter(stems_dir, rate)] if stems_dir is not None else [])]
+    for tap in taps:
+        pairs = map(tap.write, pairs)
     try:
         return collect(features.stems_to_features(pairs, rate, device), frames)
     finally:
-        if writer is not None:
-            writer.close()
+        for tap in taps:
+            tap.close()
 
 
 def collect(chunks: Iterable[torch.Tensor], frames: int | None) -> np.ndarray:

@@ -211,6 +211,7 @@ def detect(
                 source,
                 progress=stages("analyze"),
                 stems_dir=staging / "stems" if analysis_settings.keep_stems else None,
+                keep_voice=chosen.captions is not None,  # captions slice it, not separate again
             )
             result = render(analysis, chosen, staging, progress=stages("clips"))
             stages("clips")(1.0, "Done")

@@ -30,6 +30,9 @@ class Analysis:
     step_frames: int  # feature frames per attention step (the model's time reduction)
     seconds: dict[str, float] = field(default_factory=dict)  # per-stage wall time
     features_from_cache: bool = False
+    # (n,) int16 at 16 kHz, sample 0 at time 0: the separated voice kept for captions (an array,
+    # or a memory map of a file; voice.VoiceKeeper). None: not kept (captions separate again).
+    voice: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def duration(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     command = [
         sys.executable, str(ROOT / "benchmarks" / "captions.py"), "--sizes", "tiny",
         "--types", "int8", "--tokens", "5", "--burn-seconds", "2", "--scratch", str(tmp_path),
-        "--separator", "tiny", "--clips", "1",
+        "--separator", "tiny", "--clips", "2", "--vod-minutes", "1", "--caption-model", "tiny",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -43,7 +44,12 @@ def test_captions_benchmark_prints_its_figures(tmp_path: Path) -> None:
     row = next(line for line in lines if line.startswith("tiny    int8"))
     assert float(row.split()[2]) > 0 and float(row.split()[3]) > 0
     assert any(line.startswith("re-encode with captions drawn") for line in lines)
-    assert any(line.startswith("separating the voice of 1 x 30 s spans") for line in lines)
+    assert any(line.startswith("captions of 2 x 30 s clips of a 1.") for line in lines)
+    # step, then CPU s (wall s) separated again, then CPU s (wall s) with the voice kept
+    rows = {line.split()[0]: [float(x) for x in re.findall(r"\d+\.\d+", line)]
+            for line in lines if line.startswith(("voice ", "total "))}  # fmt: skip
+    assert rows["voice"][0] > 0 and rows["total"][2] > 0  # both columns filled
+    assert any(line.startswith("keeping the voice in the analysis:") for line in lines)
 
 
 def test_export_benchmark_prints_its_tables(tmp_path: Path) -> None:

@@ -140,6 +140,10 @@ def analyze(
         download_dir=job.folder / "download",
         gpu=gpu,
         slice_sec=slice_seconds(gpu_speed(), gpu_limit) if gpu is not None else SLICE_SEC,
+        # for captions asked for after the analysis: on disk, as 64 jobs of 6 hours would need
+        # 44 GB of memory (115 MB per hour each); the job's folder goes with the job
+        keep_voice=True,
+        voice_dir=job.folder,
     )
     LOG.info("analysis finished: job %s in %.1f s", job.id, time.perf_counter() - began)
     return analysis
