@@ -58,11 +58,38 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 # Test files that share one process under ``--dist loadfile``, so that they share its app
 # servers (session fixtures in test_app.py): file name → the file whose process runs it.
 SHARED_PROCESS = {"test_app_browser.py": "test_app.py"}
+# The slowest test files, slowest first (a whole run's per-file seconds, December 2026), handed
+# out before all others: xdist's own order (most tests first) left one-test files that take a
+# minute or more, such as test_gpu_check.py, to run alone at the end while the other process
+# idled. Files not named here follow, most tests first.
+SLOWEST_FIRST = (
+    "test_app.py",  # with test_app_browser.py
+    "test_readme.py",
+    "test_batch.py",
+    "test_pipeline.py",
+    "test_chat_planted.py",
+    "test_cli.py",
+    "test_captions.py",
+    "test_zerogpu.py",
+    "test_gpu_check.py",
+    "test_safety_media.py",
+    "test_benchmarks.py",
+    "test_safety_outfolder.py",
+    "test_training.py",
+    "test_safety_signals.py",
+    "test_batch_ray.py",
+    "test_safety_cache.py",
+    "test_stems.py",
+    "test_chat_readme.py",
+    "test_chat_app.py",
+    "test_chat_browser.py",
+)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """pyproject's ``--dist loadfile``, with the files of SHARED_PROCESS run by one worker."""
+    """pyproject's ``--dist loadfile``, with the files of SHARED_PROCESS run by one worker and
+    the files of SLOWEST_FIRST handed out first."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -73,6 +100,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             folder, _, name = scope.rpartition("/")
             shared = SHARED_PROCESS.get(name)
             return f"{folder}/{shared}" if shared and folder else shared or scope
+
+        def _assign_work_unit(self, node: object) -> None:
+            if not getattr(self, "ordered", False):  # the first hand-out: the queue is complete
+                position = {scope: i for i, scope in enumerate(self.workqueue)}
+
+                def rank(scope: str) -> tuple[int, int]:
+                    name = scope.rpartition("/")[2]
+                    known = (
+                        SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+                    )
+                    return known, position[scope]
+
+                for scope in sorted(self.workqueue, key=rank):
+                    self.workqueue.move_to_end(scope)
+                self.ordered = True
+            super()._assign_work_unit(node)
 
     return SharedScheduling(config, log)
 
@@ -285,6 +328,8 @@ def scripted_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from whisper_fixtures import build_scripted_whisper
 
     return built_once(tmp_path_factory, "whisper", build_scripted_whisper)
+
+
 # --- app servers, shared by test_app.py and test_app_browser.py (one process runs both) --------
 
 
