@@ -207,3 +207,21 @@ def test_audio_only_vods_are_told_their_captions_are_files() -> None:
     job = SimpleNamespace(captions="burn", result=None, analysis=audio_only)
     view = captions_panel.CaptionsPanel().captions_view(job)
     assert view == {"captions": "burn", "captions_note": captions_panel.NO_PICTURE}
+
+
+def test_a_refused_vod_keeps_its_sentence_while_the_clips_on_screen_are_cut(shown) -> None:
+    """A bad file given while the clips on screen still await their exact cuts: the cuts that
+    follow (the page chains them after every run) must not hide why the file was refused; a
+    new selection afterwards shows its own summary again."""
+    app, state, job = shown
+    job.generation += 1
+    library.render(job, controls.picks(1, "threshold", 50, 0.0, 0, 0, 0, "exact"), preview=True)
+    assert not job.exact
+    refused = app._failed(state, "damaged.mp4 could not be read; try the file again.")
+    steps = finish(app, state)
+    assert len(steps) == 2 and all(step["status"] == refused for step in steps)
+    assert job.exact  # the cuts were made all the same
+    job.generation += 1
+    library.render(job, controls.picks(2, "threshold", 50, 0.0, 0, 0, 0, "exact"), preview=True)
+    steps = finish(app, state)
+    assert "Cutting the exact clips" in steps[0]["status"] and steps[-1]["status"] != refused

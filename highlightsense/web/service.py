@@ -82,9 +82,10 @@ class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
         self.example_path: Path | None = None
         self.example_job: Job | None = None  # analysed once, copied for each visitor
         self._example_lock = threading.Lock()
-        # visitor → (when, sentence) of its last failed attempt, so that exact cuts of earlier
-        # results finishing later never hide it (bounded: the oldest go first)
-        self.failures: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # visitor → (sentence, (job id, generation) of the selection on screen) of its last
+        # failed attempt, so that exact cuts of that selection finishing later never hide it
+        # (bounded: the oldest go first)
+        self.failures: OrderedDict[str, tuple[str, tuple | None]] = OrderedDict()
 
     def start(self) -> None:
         """Start-up work, none of it blocking: models, sweeps and the example."""
@@ -247,7 +248,9 @@ class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
     def _failed(self, state: dict, sentence: str) -> str:
         """The status line for a failed attempt, remembered for :meth:`finish_cuts`."""
         shown = view.message(sentence, "error")
-        self.failures[state["visitor"]] = (time.monotonic(), shown)
+        # the selection on screen when it failed: its exact cuts, made after, keep the sentence
+        job = self.jobs.find(state["job"])
+        self.failures[state["visitor"]] = (shown, None if job is None else (job.id, job.generation))
         self.failures.move_to_end(state["visitor"])
         while len(self.failures) > MAX_FAILURES:
             self.failures.popitem(last=False)
@@ -379,8 +382,14 @@ class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
             yield page()  # a generator must yield: Gradio clears the outputs of one that does not
             return
         count = len(job.result.highlights)
-        yield page(status=self.summary(job, f"Cutting the {self.cutting_what(job)} ({count})…"))
-        generation, began = job.generation, time.monotonic()
+        generation = job.generation
+        # an attempt that failed since this selection was shown (before this event or while it
+        # cuts) keeps its sentence on screen: the visitor must see why their new VOD was refused
+        shown, failed_on = self.failures.get(state["visitor"], ("", None))
+        kept = shown if failed_on == (job.id, generation) else ""
+        yield page(
+            status=kept or self.summary(job, f"Cutting the {self.cutting_what(job)} ({count})…")
+        )
 
         def superseded() -> None:
             if job.generation != generation:
@@ -402,8 +411,8 @@ class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
                 job.framing = job.captions = None
                 raise
         values = self.results(job)
-        when, shown = self.failures.get(state["visitor"], (0.0, ""))
-        if when > began:  # an attempt failed meanwhile: its sentence stays on screen
+        shown, failed_on = self.failures.get(state["visitor"], ("", None))
+        if failed_on == (job.id, generation):  # failed since this selection: the sentence stays
             values["status"] = shown
         yield page(**values)
 
