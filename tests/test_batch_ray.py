@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +37,11 @@ BUSY_TITLE = b"ray::Analyser.analyse"  # a Ray worker's process title while it r
 def runtime(tmp_path_factory, checkpoint, tiny_separator):
     repo, name = tiny_separator
     home = tmp_path_factory.mktemp("home")
+    # Ray's socket paths (its folder + ~65 characters of session and socket names) must fit
+    # AF_UNIX's 107 bytes: pytest's deep temporary folders under a long TMPDIR do not
+    base = tempfile.gettempdir()
+    short = len(base) > 16 and Path("/tmp").is_dir()
+    ray_temp = tempfile.mkdtemp(prefix="hs-ray-", dir="/tmp" if short else base)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))
         patch.setenv("HIGHLIGHTSENSE_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -46,12 +53,13 @@ def runtime(tmp_path_factory, checkpoint, tiny_separator):
             include_dashboard=False,
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
-            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+            _temp_dir=ray_temp,
         )
         try:
             yield home
         finally:
             ray.shutdown()
+            shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def busy_workers() -> list[int]:
