@@ -132,11 +132,16 @@ class Engine:
             return extract.to_features(pairs, rate, self.device, frames, stems_dir, taps)
 
     def features_range(
-        self, info: media.MediaInfo, mix: extract.Mix, frames: tuple[int, int | None]
-    ) -> np.ndarray:
-        """Frames [start, end) of :meth:`features`' result (see :mod:`highlightsense.slices`)."""
+        self,
+        info: media.MediaInfo,
+        mix: extract.Mix,
+        frames: tuple[int, int | None],
+        keep_voice: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+        """Frames [start, end) of :meth:`features`' result, and with ``keep_voice`` the kept
+        voice over them (see :func:`highlightsense.slices.features_range`)."""
         return slices.features_range(
-            info, self.separator, mix, frames, self.plan, self.precision, self.device
+            info, self.separator, mix, frames, self.plan, self.precision, self.device, keep_voice
         )
 
     def _features_in_slices(
@@ -146,16 +151,18 @@ class Engine:
         gpu: GpuRunner,
         slice_sec: float,
         key: str | None,
+        keeper: VoiceKeeper | None = None,
     ) -> np.ndarray:
         """The whole track's features as consecutive slices, each computed in one GPU call.
         With a cache ``key`` each slice is kept as it arrives, so a run stopped part way (a
-        refused GPU call) resumes after the last slice it finished."""
+        refused GPU call) resumes after the last slice it finished. The ``keeper`` keeps the
+        voice the calls return with their slices (none when a slice came from the cache)."""
         stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
         mix = extract.measure_mix(info, self.separator.samplerate, stages("read"))
         slice_frames = max(1, round(slice_sec * features.FRAMES_PER_SECOND))
         planned = slices.plan_slices(mix.frames, slice_frames)
         report = stages("separate")
-        pieces = []
+        pieces, voices = [], []
         for number, frames in enumerate(planned, start=1):
             report(
                 (number - 1) / len(planned),
@@ -166,11 +173,18 @@ class Engine:
             piece_key = None if key is None else cache.piece_key(key, frames)
             piece = None if piece_key is None else cache.load(piece_key)
             if piece is None:
-                piece = gpu(seconds, self.features_range, info, mix, frames)
+                piece = gpu(seconds, self.features_range, info, mix, frames, keeper is not None)
+                if keeper is not None:
+                    piece, voice = piece
+                    voices.append(voice)
                 if piece_key is not None:
                     cache.store(piece_key, piece)
+            else:
+                voices.append(None)  # a slice from the cache: its voice was not kept
             pieces.append(piece)
         report(1.0, "Separated voice and game")
+        if keeper is not None and all(voice is not None for voice in voices):
+            keeper.join(voices)
         spec = np.concatenate(pieces, axis=2)
         if key is not None and cache.store(key, spec):  # the whole replaces its pieces
             for frames in planned:
@@ -214,8 +228,9 @@ class Engine:
 
         ``keep_voice`` (captions will be wanted): the separated voice is kept on the
         :class:`Analysis`, in memory or, with ``voice_dir``, in a file there (see
-        :class:`~highlightsense.voice.VoiceKeeper`), when it is separated here at all (not from
-        the cache, not in slices). It changes neither the scores nor the cache.
+        :class:`~highlightsense.voice.VoiceKeeper`), when it is separated at all (not from the
+        cache); in slices, each GPU call returns its slice's voice with its features. It
+        changes neither the scores nor the cache.
         """
         text = str(source)
         is_url = sources.is_url(text)
@@ -251,7 +266,9 @@ class Engine:
         if spec is None:
             sliced = gpu is not None and tracks is None and stems_dir is None
             if sliced and slices.can_slice(self.separator.samplerate):
-                spec = self._features_in_slices(info, stages("features"), gpu, slice_sec, key)
+                spec = self._features_in_slices(
+                    info, stages("features"), gpu, slice_sec, key, keeper
+                )
             else:
                 spec = self.features(info, stages("features"), stems_dir, keeper)
                 if key is not None:

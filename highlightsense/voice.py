@@ -2,16 +2,16 @@
 
 When captions will be wanted, the analysis keeps the separated voice as it streams past
 (:class:`VoiceKeeper`: mono, resampled to 16 kHz on the way, int16), so a clip's voice is a slice
-of it. Otherwise (features from the cache, a VOD longer than the keeper's limit, ZeroGPU's
-sliced separation) the span is separated again with the same Demucs model (loaded once per
-process): a 30 s clip costs one short separation. With ``--tracks`` the file's own voice track is
+of it (on ZeroGPU, each GPU call returns its slice's voice with its features). Otherwise
+(features from the cache, a VOD longer than the keeper's limit) the span is separated again
+with the same Demucs model (loaded once per process): a 30 s clip costs one short separation. With ``--tracks`` the file's own voice track is
 decoded directly, no Demucs.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +134,30 @@ class VoiceKeeper:
     def open(self, rate: int, samples: int) -> None:
         """Get ready for a track of ``samples`` at ``rate`` Hz (its length from the first pass
         over the audio), or keep nothing when it is longer than the limit."""
-        if samples / rate > self.limit:
+        if self._allocate(samples * SAMPLE_RATE // rate + KEPT_SLACK):
+            self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                               quality="HQ")  # fmt: skip
+
+    def join(self, pieces: Sequence[np.ndarray]) -> None:
+        """Keep consecutive pieces of voice already kept elsewhere ((k,) int16 at 16 kHz each):
+        the slices of a track separated one GPU call each (:func:`slices.features_range`)."""
+        if not self._allocate(sum(piece.shape[0] for piece in pieces)):
+            return
+        for piece in pieces:
+            self._buffer[self._done : self._done + piece.shape[0]] = piece
+            self._done += piece.shape[0]
+        self._finish()
+
+    def _allocate(self, capacity: int) -> bool:
+        """A buffer of ``capacity`` samples, in memory or in the folder; False (and a warning)
+        when that is longer than the limit."""
+        if capacity / SAMPLE_RATE > self.limit + 1.0:
             warnings.warn(
                 f"The voice of a recording longer than {self.limit / 3600:g} hours is not kept; "
                 "captions will separate each clip's voice again (slower).",
-                stacklevel=2,
+                stacklevel=3,
             )
-            return
-        capacity = samples * SAMPLE_RATE // rate + KEPT_SLACK
+            return False
         if self.folder is None:
             self._buffer = np.empty(capacity, dtype=np.int16)
         else:
@@ -149,8 +165,8 @@ class VoiceKeeper:
             # a new file, never one rewritten in place: a map of an earlier one stays valid
             (self.folder / KEPT_FILE).unlink(missing_ok=True)
             self._buffer = np.memmap(self.folder / KEPT_FILE, dtype="<i2", mode="w+",
-                                     shape=(capacity,))  # fmt: skip
-        self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                                     shape=(max(capacity, 1),))  # fmt: skip
+        return True
 
     def write(self, pair: tuple) -> tuple:
         """Keep the voice of one (voice (C, n), game (C, n)) pair; the pair passes on as it was."""
@@ -172,6 +188,9 @@ class VoiceKeeper:
             return
         self._put(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
         self._stream = None
+        self._finish()
+
+    def _finish(self) -> None:
         if self.folder is None:
             self._kept = self._buffer[: self._done]
         else:

@@ -5,6 +5,7 @@ it changes neither the scores nor the cache, while captions without it still sep
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -70,6 +71,27 @@ def test_the_kept_voice_is_the_full_separation_resampled_within_int16_rounding(k
     first, last = round(SPAN[0] * RATE), round(SPAN[1] * RATE)
     assert heard.dtype == np.float32 and len(heard) == last - first
     assert np.abs(heard - reference[first:last]).max() <= bound
+
+
+def test_zerogpu_slices_keep_the_one_pass_voice(vod, settings, kept):
+    """ZeroGPU's sliced separation: each call returns its slice's voice with its features
+    (through pickle, as there), and the slices joined are the one-pass voice. The slices'
+    Demucs runs see the same segments, so the voices differ by float rounding (the ROUNDING
+    bound, about 1e-5 of a peak below 1), less than one int16 step (3.1e-5): rounded to int16
+    they are equal or one step apart."""
+    calls = []
+
+    def gpu(seconds, fn, *args):
+        calls.append(fn.__name__)
+        fn, args = pickle.loads(pickle.dumps((fn, args)))
+        return pickle.loads(pickle.dumps(fn(*args)))
+
+    sliced = Engine.create(settings).analyze(vod, gpu=gpu, slice_sec=13.0, keep_voice=True)
+    assert calls == ["features_range"] * 4 + ["score"]  # 40 s in slices of 13 s
+    assert sliced.voice is not None and abs(len(sliced.voice) - len(kept.voice)) <= 1
+    n = min(len(sliced.voice), len(kept.voice))
+    assert np.abs(sliced.voice[:n].astype(np.int32) - kept.voice[:n]).max() <= 1
+    assert np.abs(kept.voice).max() > 100  # a voice to compare, not silence
 
 
 def test_keeping_is_chunk_blind():
