@@ -341,6 +341,8 @@ def main() -> None:
     parser.add_argument("--caption-model", default="base", help="Whisper size for the clips")
     parser.add_argument("--scratch", type=Path, default=None, help="keeps the models when given")
     args = parser.parse_args()
+    if args.scratch is not None:
+        args.scratch.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.scratch) as temporary:
         keep = args.scratch or Path(temporary)
