@@ -4,8 +4,8 @@ When captions will be wanted, the analysis keeps the separated voice as it strea
 (:class:`VoiceKeeper`: mono, resampled to 16 kHz on the way, int16), so a clip's voice is a slice
 of it (on ZeroGPU, each GPU call returns its slice's voice with its features). Otherwise
 (features from the cache, a VOD longer than the keeper's limit) the span is separated again
-with the same Demucs model (loaded once per process): a 30 s clip costs one short separation. With ``--tracks`` the file's own voice track is
-decoded directly, no Demucs.
+with the same Demucs model (loaded once per process): a 30 s clip costs one short separation.
+With ``--tracks`` the file's own voice track is decoded directly, no Demucs.
 """
 
 from __future__ import annotations
