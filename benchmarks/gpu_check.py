@@ -68,14 +68,15 @@ def environment(device: str) -> dict:
 
 def run_tests(device: str, scratch: Path) -> dict:
     """The CUDA equivalence tests (tests/test_cuda.py) on ``device``: outcome and figures."""
-    figures = scratch / "cuda-figures.json"
-    report = scratch / "cuda-tests.xml"
-    figures.unlink(missing_ok=True)
+    # a fresh folder of our own: --scratch may be the caller's, and pytest empties its basetemp
+    own = Path(tempfile.mkdtemp(prefix="cuda-tests-", dir=scratch))
+    figures = own / "cuda-figures.json"
+    report = own / "cuda-tests.xml"
     env = {**os.environ, "HIGHLIGHTSENSE_CHECK_DEVICE": device,
            "HIGHLIGHTSENSE_CHECK_FIGURES": str(figures)}  # fmt: skip
     command = [
         sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
-        f"--basetemp={scratch / 'pytest'}", f"--junitxml={report}",
+        f"--basetemp={own / 'pytest'}", f"--junitxml={report}",
         str(common.TESTS / "test_cuda.py"),
     ]  # fmt: skip
     began = time.perf_counter()
