@@ -345,12 +345,23 @@ def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
 
 
 @pytest.fixture(scope="session")
-def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
-    """An app whose weights are missing (and whose uploads are limited to 1 MB)."""
+def link_server():
+    """The local stand-in for the web that file links given to the app reach (link_server.py)."""
+    from link_server import LinkServer
+
+    running = LinkServer()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="session")
+def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, link_server):
+    """An app whose weights are missing (and whose uploads are limited to 1 MB), whose file
+    links reach ``link_server``."""
     from app_server import app_env, start_app
 
     home = tmp_path_factory.mktemp("no-models")
-    env = app_env(tmp_path_factory, checkpoint, home)
+    env = app_env(tmp_path_factory, checkpoint, home) | link_server.env()
     env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"), "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}
     env["HIGHLIGHTSENSE_MODEL_RETRY"] = "86400"  # s: no second attempt within any test run
     running = start_app(env, home)

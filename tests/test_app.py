@@ -30,6 +30,7 @@ import pytest
 from app_server import RunningApp, app_env, loud_vod, shared_vod, start_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from link_server import HOST as LINK_HOST
 
 from highlightsense import media
 
@@ -525,3 +526,23 @@ def test_app_without_models_says_what_the_owner_must_set(
     with open(vod, "rb") as big:  # 1.8 MB
         refused = httpx.post(f"{app.url}gradio_api/upload", files={"files": big}, timeout=60)
     assert refused.status_code == 413
+
+
+def test_a_file_link_over_the_upload_limit_is_refused_before_it_is_fetched_whole(
+    app_without_models: RunningApp, link_server, tmp_path: Path
+) -> None:
+    """An API or MCP caller may give the VOD as a link; the app fetches it within the same 1 MB
+    limit as an upload, says so in one sentence, leaves no part of it on disk and keeps
+    serving. A link within the limit is fetched (the call then fails on the missing models)."""
+    app = app_without_models
+    client = Client(app.url, verbose=False, download_files=str(tmp_path))
+    gradio_files = app.log_path.parent / "gradio"  # its GRADIO_TEMP_DIR
+    for name in ("undeclared.bin", "declared.bin"):
+        with pytest.raises(AppError, match="larger than this app's limit of 1 MB"):
+            detect(client, handle_file(f"http://{LINK_HOST}/{name}"))
+        assert link_server.sent[name] < 16 * 1024**2, link_server.sent  # of 64 MB
+        assert not [path for path in gradio_files.rglob(name)], "a partial download was kept"
+    with pytest.raises(AppError, match="HIGHLIGHTSENSE_WEIGHTS"):
+        detect(client, handle_file(f"http://{LINK_HOST}/small.bin"))
+    (fetched,) = gradio_files.rglob("small.bin")
+    assert fetched.stat().st_size == 100_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ TTL_HOURS = 6.0  # a job's results are kept this long after their last use
 JOB_MINUTES = 60.0  # wall-clock limit of one job
 MAX_DISK_GB = 40.0  # the work dir and Gradio's uploads together
 MAX_UPLOAD = "8gb"  # Gradio's upload limit: a 6-hour 720p VOD fits
+SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}  # as Gradio's
 QUEUE_SIZE = 20  # jobs waiting at most; more are turned away with "queue full"
 # s one ZeroGPU call may reserve, counted as ZeroGPU counts them (times its duration factor):
 # above an unauthenticated visitor's whole day (2 min) every call of theirs would be refused
@@ -63,12 +65,26 @@ class Config:
             ttl=env_float(TTL_ENV, TTL_HOURS) * 3600,
             job_limit=env_float(JOB_MINUTES_ENV, JOB_MINUTES) * 60,
             max_disk=env_float(MAX_DISK_ENV, MAX_DISK_GB) * 1e9,
-            max_upload=os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD,
+            max_upload=upload_limit(),
             queue_size=int(env_float(QUEUE_SIZE_ENV, QUEUE_SIZE)),
             gpu_limit=gpu_reserve(),
             retry_every=env_float(RETRY_ENV, library.RETRY_SECONDS),
             device="cuda" if zerogpu.on_zero_gpu() else _auto_device(),
         )
+
+
+def upload_limit() -> str:
+    """``HIGHLIGHTSENSE_MAX_UPLOAD`` as Gradio reads ``launch(max_file_size=…)``, checked."""
+    text = (os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD).replace(" ", "").lower()
+    if not re.fullmatch(r"[1-9]\d*(b|kb|mb|gb|tb)", text):
+        raise SystemExit(f"{MAX_UPLOAD_ENV} must be a size such as 500mb or 8gb (got {text!r}).")
+    return text
+
+
+def size_in_bytes(text: str) -> int:
+    """A size :func:`upload_limit` accepted → bytes."""
+    unit = text.lstrip("0123456789")
+    return int(text[: len(text) - len(unit)]) * SIZE_UNITS[unit]
 
 
 def gpu_reserve() -> float:

@@ -25,9 +25,9 @@ from .. import scoring, selection, signals, sources
 from ..chat import CHAT_WEIGHT
 from ..errors import Cancelled
 from ..files import cache_dir
-from . import api, controls, example, framing, library, view, zerogpu
+from . import api, controls, downloads, example, framing, library, view, zerogpu
 from .captions_panel import CaptionsPanel
-from .config import Config, lend_ffprobe
+from .config import Config, lend_ffprobe, size_in_bytes
 from .controls import BadInput, Picks
 from .jobs import Job, Jobs, keep_input
 from .page import (  # noqa: F401  (PAGE: for app.py, which wires it)
@@ -91,6 +91,7 @@ class Service(VerticalPanel, CaptionsPanel, api.ApiCalls):
         """Start-up work, none of it blocking: models, sweeps and the example."""
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         lend_ffprobe()
+        downloads.limit_link_downloads(size_in_bytes(self.config.max_upload))
         self.gpu = zerogpu.runner(self.config.gpu_limit)
         if self.gpu is not None:
             # ZeroGPU packs the weights put on its emulated CUDA before launch() and moves them
