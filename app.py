@@ -18,7 +18,7 @@ with contextlib.suppress(ImportError):  # on Hugging Face Spaces; first, as Zero
 import gradio as gr
 
 from highlightsense import chat, scoring, selection, sources
-from highlightsense.web import api, captions_panel, controls, framing, service
+from highlightsense.web import api, captions_panel, config, controls, framing, service
 from highlightsense.web.controls import CUTS, MAX_CLIPS, MAX_GAP, MAX_PADDING, PICKY_BY
 from highlightsense.web.library import CORRECTION_LIMIT, TIMELINES
 from highlightsense.web.service import PAGE, Service
@@ -461,6 +461,7 @@ def build(app: Service) -> gr.Blocks:
             concurrency_id="retune",
         )
     demo.queue(max_size=app.config.queue_size, default_concurrency_limit=1)
+    config.calm_queue(demo)
     return demo
 
 
