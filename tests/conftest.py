@@ -56,8 +56,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 # Test files that share one process under ``--dist loadfile``, so that they share its app
-# servers (session fixtures in test_app.py): file name → the file whose process runs it.
-SHARED_PROCESS = {"test_app_browser.py": "test_app.py"}
+# servers (the session fixtures at the end of this file): file name → the file whose process
+# runs it. Each ``python app.py`` costs ≈ 6 CPU-s to start, and more to prepare its example.
+SHARED_PROCESS = {
+    "test_app_browser.py": "test_app.py",
+    "test_chat_app.py": "test_app.py",  # learned_app
+    "test_chat_browser.py": "test_app.py",  # app
+}
 # The slowest test files, slowest first (a whole run's per-file seconds, December 2026), handed
 # out before all others: xdist's own order (most tests first) left one-test files that take a
 # minute or more, such as test_gpu_check.py, to run alone at the end while the other process
@@ -330,7 +335,7 @@ def scripted_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "whisper", build_scripted_whisper)
 
 
-# --- app servers, shared by test_app.py and test_app_browser.py (one process runs both) --------
+# --- app servers, shared by the files of SHARED_PROCESS (one process runs them all) ------------
 
 
 @pytest.fixture(scope="session")
@@ -365,5 +370,16 @@ def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Pat
     env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"), "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}
     env["HIGHLIGHTSENSE_MODEL_RETRY"] = "86400"  # s: no second attempt within any test run
     running = start_app(env, home)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def learned_app(tmp_path_factory: pytest.TempPathFactory, learned_checkpoint: Path):
+    """An app with the learned fixture model: what it picks in the planted VOD means something."""
+    from app_server import app_env, start_app
+
+    home = tmp_path_factory.mktemp("learned-app")
+    running = start_app(app_env(tmp_path_factory, learned_checkpoint, home), home)
     yield running
     running.stop()
