@@ -201,6 +201,19 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
     return folder
 
 
+def shared_features_cache(factory: pytest.TempPathFactory) -> Path:
+    """One features cache (HIGHLIGHTSENSE_CACHE) for the whole run, for the app servers and for
+    the analyses that are not about computing features: the planted VOD and the app's example
+    are separated once per run, not once per test file. Tests about separation, features or
+    the cache itself keep a cache of their own."""
+    return built_once(factory, "features-cache", lambda folder: None)
+
+
+@pytest.fixture(scope="session")
+def features_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_features_cache(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")

@@ -65,14 +65,14 @@ def as_argv(command: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, learned_checkpoint, tiny_separator) -> dict:
+def env(learned_checkpoint, tiny_separator, features_cache) -> dict:
     repo, name = tiny_separator
     return {
         **os.environ,
         "HIGHLIGHTSENSE_WEIGHTS": str(learned_checkpoint),
         "HIGHLIGHTSENSE_SEPARATOR": name,
         "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
-        "HIGHLIGHTSENSE_CACHE": str(tmp_path_factory.mktemp("readme-cache")),
+        "HIGHLIGHTSENSE_CACHE": str(features_cache),  # the planted VOD's features, run-wide
         "PYTHONPATH": str(REPO),  # `python -m highlightsense` from any folder, as after install
     }
 
