@@ -68,7 +68,7 @@ SHARED_PROCESS = {
 # minute or more, such as test_gpu_check.py, to run alone at the end while the other process
 # idled. Files not named here follow, most tests first.
 SLOWEST_FIRST = (
-    "test_app.py",  # with test_app_browser.py
+    "test_app.py",  # with test_app_browser.py, test_chat_app.py and test_chat_browser.py
     "test_readme.py",
     "test_batch.py",
     "test_pipeline.py",
@@ -86,8 +86,6 @@ SLOWEST_FIRST = (
     "test_safety_cache.py",
     "test_stems.py",
     "test_chat_readme.py",
-    "test_chat_app.py",
-    "test_chat_browser.py",
 )
 
 
