@@ -81,7 +81,7 @@ def test_detect_refuses_a_bad_chat_in_one_sentence(learned_client, planted_vod, 
 
 
 def test_the_page_reads_the_chat_once_and_its_weight_reselects(
-    tmp_path, monkeypatch, learned_checkpoint, tiny_separator, planted_vod
+    tmp_path, monkeypatch, learned_checkpoint, tiny_separator, planted_vod, features_cache
 ):
     """The page's handlers in-process: Find highlights with a chat upload, then the Chat weight
     slider's re-tune (1 → 0 → 1) re-selects from the chat read once, with the audio alone at 0."""
@@ -94,6 +94,7 @@ def test_the_page_reads_the_chat_once_and_its_weight_reselects(
     monkeypatch.setenv("HIGHLIGHTSENSE_WEIGHTS", str(learned_checkpoint))
     monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR", name)
     monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR_REPO", str(repo))
+    monkeypatch.setenv("HIGHLIGHTSENSE_CACHE", str(features_cache))  # the planted VOD's, run-wide
     uploads = Path(get_upload_folder()) / "chat-page-test"
     uploads.mkdir(parents=True, exist_ok=True)
     vod = shutil.copy(planted_vod.path, uploads / "planted.mp4")
