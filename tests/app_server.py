@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import built_once, make_media
+from conftest import built_once, make_media, shared_features_cache
 from demucs_fixtures import make_tiny_demucs_repo
 from whisper_fixtures import build_scripted_whisper
 
@@ -59,7 +59,7 @@ def app_env(factory: pytest.TempPathFactory, checkpoint: Path, home: Path) -> di
         "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
         "HIGHLIGHTSENSE_WHISPER": str(whisper),  # captions: " gg wp" at 0-2 s, offline
         # one cache for every app of the run: the example and the shared VOD are analysed once
-        "HIGHLIGHTSENSE_CACHE": str(built_once(factory, "app-cache", lambda folder: None)),
+        "HIGHLIGHTSENSE_CACHE": str(shared_features_cache(factory)),
         "HIGHLIGHTSENSE_WORKDIR": str(home / "work"),
     }
     env.pop("SPACES_ZERO_GPU", None)

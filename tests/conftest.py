@@ -14,8 +14,12 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from app_server import RunningApp
 
 REPO = Path(__file__).resolve().parents[1]
 # Fixtures cached across test runs live in this folder of the system temp dir, one folder per
@@ -56,14 +60,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 # Test files that share one process under ``--dist loadfile``, so that they share its app
-# servers (session fixtures in test_app.py): file name → the file whose process runs it.
-SHARED_PROCESS = {"test_app_browser.py": "test_app.py"}
+# servers (the fixtures at the end of this file): file name → the file whose process runs it.
+# Each ``python app.py`` costs ≈ 6 CPU-s to start, and more to prepare its example.
+SHARED_PROCESS = {
+    "test_app_browser.py": "test_app.py",
+    "test_chat_app.py": "test_app.py",  # learned_app
+    "test_chat_browser.py": "test_app.py",  # app
+}
 # The slowest test files, slowest first (a whole run's per-file seconds, December 2026), handed
 # out before all others: xdist's own order (most tests first) left one-test files that take a
 # minute or more, such as test_gpu_check.py, to run alone at the end while the other process
 # idled. Files not named here follow, most tests first.
 SLOWEST_FIRST = (
-    "test_app.py",  # with test_app_browser.py
+    "test_app.py",  # with test_app_browser.py, test_chat_app.py and test_chat_browser.py
     "test_readme.py",
     "test_batch.py",
     "test_pipeline.py",
@@ -81,8 +90,6 @@ SLOWEST_FIRST = (
     "test_safety_cache.py",
     "test_stems.py",
     "test_chat_readme.py",
-    "test_chat_app.py",
-    "test_chat_browser.py",
 )
 
 
@@ -194,6 +201,19 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
             build(folder)
             done.touch()
     return folder
+
+
+def shared_features_cache(factory: pytest.TempPathFactory) -> Path:
+    """One features cache (HIGHLIGHTSENSE_CACHE) for the whole run, for the app servers and for
+    the analyses that are not about computing features: the planted VOD and the app's example
+    are separated once per run, not once per test file. Tests about separation, features or
+    the cache itself keep a cache of their own."""
+    return built_once(factory, "features-cache", lambda folder: None)
+
+
+@pytest.fixture(scope="session")
+def features_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_features_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -330,18 +350,50 @@ def scripted_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "whisper", build_scripted_whisper)
 
 
-# --- app servers, shared by test_app.py and test_app_browser.py (one process runs both) --------
+# --- app servers, shared by the files of SHARED_PROCESS (one process runs them all) ------------
+# Each is started by the first test that asks for it and stopped once the next test belongs to
+# another group of SHARED_PROCESS: an idle ``python app.py`` still uses ≈ 6 % of a core (Gradio's
+# queue polls every millisecond), and as session fixtures they idled on until the process had
+# run all the other files it was given. A later group that asks again gets a fresh server.
+
+_SERVERS: dict[str, RunningApp] = {}  # fixture name → its server
 
 
-@pytest.fixture(scope="session")
+def _server(name: str, start: Callable[[], RunningApp]) -> RunningApp:
+    if name not in _SERVERS:
+        _SERVERS[name] = start()
+    return _SERVERS[name]
+
+
+def _stop_servers() -> None:
+    while _SERVERS:
+        _SERVERS.popitem()[1].stop()
+
+
+def _group(item: pytest.Item) -> str:
+    return SHARED_PROCESS.get(item.path.name, item.path.name)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures (its pages, its clients) are gone
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _SERVERS and (nextitem is None or _group(nextitem) != _group(item)):
+        _stop_servers()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop_servers()  # a run stopped early (-x, Ctrl-C) left its group unfinished
+
+
+@pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
-    """``python app.py`` on the tiny random-weight models (app_server.py), for the session."""
+    """``python app.py`` on the tiny random-weight models (app_server.py)."""
     from app_server import app_env, start_app
 
-    home = tmp_path_factory.mktemp("app")
-    running = start_app(app_env(tmp_path_factory, checkpoint, home), home)
-    yield running
-    running.stop()
+    def start():
+        home = tmp_path_factory.mktemp("app")
+        return start_app(app_env(tmp_path_factory, checkpoint, home), home)
+
+    return _server("app", start)
 
 
 @pytest.fixture(scope="session")
@@ -354,16 +406,30 @@ def link_server():
     running.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, link_server):
     """An app whose weights are missing (and whose uploads are limited to 1 MB), whose file
     links reach ``link_server``."""
     from app_server import app_env, start_app
 
-    home = tmp_path_factory.mktemp("no-models")
-    env = app_env(tmp_path_factory, checkpoint, home) | link_server.env()
-    env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"), "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}
-    env["HIGHLIGHTSENSE_MODEL_RETRY"] = "86400"  # s: no second attempt within any test run
-    running = start_app(env, home)
-    yield running
-    running.stop()
+    def start():
+        home = tmp_path_factory.mktemp("no-models")
+        env = app_env(tmp_path_factory, checkpoint, home) | link_server.env()
+        env |= {"HIGHLIGHTSENSE_WEIGHTS": str(home / "missing.pt"),
+                "HIGHLIGHTSENSE_MAX_UPLOAD": "1mb"}  # fmt: skip
+        env["HIGHLIGHTSENSE_MODEL_RETRY"] = "86400"  # s: no second attempt within any test run
+        return start_app(env, home)
+
+    return _server("app_without_models", start)
+
+
+@pytest.fixture(scope="module")
+def learned_app(tmp_path_factory: pytest.TempPathFactory, learned_checkpoint: Path):
+    """An app with the learned fixture model: what it picks in the planted VOD means something."""
+    from app_server import app_env, start_app
+
+    def start():
+        home = tmp_path_factory.mktemp("learned-app")
+        return start_app(app_env(tmp_path_factory, learned_checkpoint, home), home)
+
+    return _server("learned_app", start)

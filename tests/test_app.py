@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from app_server import RunningApp, app_env, loud_vod, shared_vod, start_app
+from app_server import RunningApp, loud_vod, shared_vod
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from link_server import HOST as LINK_HOST
@@ -65,15 +65,6 @@ def client(app: RunningApp, tmp_path_factory: pytest.TempPathFactory) -> Client:
 @pytest.fixture(scope="module")
 def vod(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_vod(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def learned_app(tmp_path_factory: pytest.TempPathFactory, learned_checkpoint: Path):
-    """An app with the learned fixture model: what it picks in the planted VOD means something."""
-    home = tmp_path_factory.mktemp("learned-app")
-    running = start_app(app_env(tmp_path_factory, learned_checkpoint, home), home)
-    yield running
-    running.stop()
 
 
 def detect(client: Client, file=None, link: str = "", **changes) -> tuple:

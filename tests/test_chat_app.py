@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import app_env, start_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from test_app import detect
@@ -30,15 +29,15 @@ def chat_json(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def learned_app(tmp_path_factory, learned_checkpoint):
-    home = tmp_path_factory.mktemp("chat-app")
-    running = start_app(app_env(tmp_path_factory, learned_checkpoint, home), home)
-    yield running, Client(running.url, verbose=False, download_files=str(home / "downloads"))
-    running.stop()
+def learned_client(learned_app, tmp_path_factory) -> Client:
+    """A client of the session's app with the learned model (conftest's, shared with
+    test_app.py: SHARED_PROCESS puts both files in one process)."""
+    downloads = tmp_path_factory.mktemp("chat-app-downloads")
+    return Client(learned_app.url, verbose=False, download_files=str(downloads))
 
 
-def test_detect_fuses_an_uploaded_chat(learned_app, planted_vod, tmp_path):
-    _, client = learned_app
+def test_detect_fuses_an_uploaded_chat(learned_client, planted_vod, tmp_path):
+    client = learned_client
     chat_file = handle_file(str(chat_json(tmp_path)))
     vod = handle_file(str(planted_vod.path))
     alone = detect(client, vod, top_n=3, percentile=50.0, gap=10.0, cut="fast")[0]
@@ -70,9 +69,9 @@ def test_detect_fuses_an_uploaded_chat(learned_app, planted_vod, tmp_path):
         ("[0:00:01] a: hi\n", 1.5, "The chat weight must be a number between 0 and 1."),
     ],
 )
-def test_detect_refuses_a_bad_chat_in_one_sentence(learned_app, planted_vod, tmp_path, content,
+def test_detect_refuses_a_bad_chat_in_one_sentence(learned_client, planted_vod, tmp_path, content,
                                                    weight, message):  # fmt: skip
-    _, client = learned_app
+    client = learned_client
     path = tmp_path / "chat.txt"
     path.write_text(content)
     with pytest.raises(AppError) as err:
@@ -82,7 +81,7 @@ def test_detect_refuses_a_bad_chat_in_one_sentence(learned_app, planted_vod, tmp
 
 
 def test_the_page_reads_the_chat_once_and_its_weight_reselects(
-    tmp_path, monkeypatch, learned_checkpoint, tiny_separator, planted_vod
+    tmp_path, monkeypatch, learned_checkpoint, tiny_separator, planted_vod, features_cache
 ):
     """The page's handlers in-process: Find highlights with a chat upload, then the Chat weight
     slider's re-tune (1 → 0 → 1) re-selects from the chat read once, with the audio alone at 0."""
@@ -95,6 +94,7 @@ def test_the_page_reads_the_chat_once_and_its_weight_reselects(
     monkeypatch.setenv("HIGHLIGHTSENSE_WEIGHTS", str(learned_checkpoint))
     monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR", name)
     monkeypatch.setenv("HIGHLIGHTSENSE_SEPARATOR_REPO", str(repo))
+    monkeypatch.setenv("HIGHLIGHTSENSE_CACHE", str(features_cache))  # the planted VOD's, run-wide
     uploads = Path(get_upload_folder()) / "chat-page-test"
     uploads.mkdir(parents=True, exist_ok=True)
     vod = shutil.copy(planted_vod.path, uploads / "planted.mp4")

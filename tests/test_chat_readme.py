@@ -10,7 +10,7 @@ from test_readme import REPO, run, sections
 
 
 def test_the_chat_example_runs_as_written(tmp_path, planted_vod, learned_checkpoint,
-                                          tiny_separator):  # fmt: skip
+                                          tiny_separator, features_cache):  # fmt: skip
     blocks = sections()["Chat"]
     (command,) = [text.strip() for language, text in blocks if language == "bash"]
     (chat_file,) = [text for language, text in blocks if language == "text"]
@@ -23,7 +23,7 @@ def test_the_chat_example_runs_as_written(tmp_path, planted_vod, learned_checkpo
         "HIGHLIGHTSENSE_WEIGHTS": str(learned_checkpoint),
         "HIGHLIGHTSENSE_SEPARATOR": name,
         "HIGHLIGHTSENSE_SEPARATOR_REPO": str(repo),
-        "HIGHLIGHTSENSE_CACHE": str(tmp_path / "cache"),
+        "HIGHLIGHTSENSE_CACHE": str(features_cache),  # the planted VOD's features, run-wide
         "PYTHONPATH": str(REPO),
     }
     done = run(command, tmp_path, env)

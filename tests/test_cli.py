@@ -147,13 +147,16 @@ def test_nothing_above_threshold_is_not_an_error(two_minute_run, cli_env, tmp_pa
 
 @pytest.mark.parametrize("separation", ["tiny demucs", "own tracks"])
 def test_planted_shouts_are_the_picks_in_time_order(
-    separation, cli_env, learned_checkpoint, planted_vod, planted_tracks_vod, tmp_path
-):
+    separation, cli_env, learned_checkpoint, planted_vod, planted_tracks_vod, features_cache,
+    tmp_path,
+):  # fmt: skip
     """With a model that has learned something, the loud moments planted in the VOD are the
     highlights: one pick per shout, in the shouts' order, and only windows with a shout pass."""
     from model_fixtures import burst_seconds
 
-    env = {**cli_env, "HIGHLIGHTSENSE_WEIGHTS": str(learned_checkpoint)}
+    # the run-wide features cache: this test is about the picks, not about separating
+    env = {**cli_env, "HIGHLIGHTSENSE_WEIGHTS": str(learned_checkpoint),
+           "HIGHLIGHTSENSE_CACHE": str(features_cache)}  # fmt: skip
     vod, extra = planted_vod, []
     if separation == "own tracks":
         vod, extra = planted_tracks_vod, ["--tracks", "voice=1,game=2"]
