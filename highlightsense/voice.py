@@ -99,6 +99,7 @@ def voice_of(
         batch_size=engine.plan.segments,
         workers=engine.plan.workers,
         precision=engine.precision,
+        runtime=engine.runtime,
         cancel=cancel,
     )
     voice = torch.cat([v for v, _ in pieces], dim=1).mean(dim=0).numpy()  # (n,) mono
