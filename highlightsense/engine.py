@@ -102,6 +102,7 @@ class Engine:
             self.device,
             self.precision,
             self.plan.workers,
+            self.plan.threads,
         )
 
     @property

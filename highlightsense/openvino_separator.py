@@ -199,9 +199,15 @@ class CompiledNetwork:
 
 
 def choose(
-    requested: str, separator: Separator | None, device: str, precision: str, streams: int
+    requested: str,
+    separator: Separator | None,
+    device: str,
+    precision: str,
+    streams: int,
+    threads: int,
 ) -> str:
-    """What runs the separator's network: ``openvino`` or ``torch``.
+    """What runs the separator's network: ``openvino`` or ``torch``, for ``streams`` workers of
+    ``threads`` threads each (the plan's).
 
     ``requested`` auto: OpenVINO where it was measured to help (installed, on a CPU, an HTDemucs
     separator, bf16), else torch, silently. openvino: OpenVINO, or torch with a warning saying
@@ -223,7 +229,7 @@ def choose(
         if requested == "openvino":
             _warn_once(f"OpenVINO cannot separate this run ({reason}); torch separates it.")
         return "torch"
-    built = _built(separator, precision, streams)
+    built = _built(separator, precision, streams, threads)
     if isinstance(built, str):
         _warn_once(
             f"OpenVINO could not export or compile the separator ({built}); torch separates it."
@@ -232,15 +238,18 @@ def choose(
     return "openvino"
 
 
-def networks(separator: Separator, precision: str, streams: int) -> tuple[CompiledNetwork, ...]:
+def networks(
+    separator: Separator, precision: str, streams: int, threads: int
+) -> tuple[CompiledNetwork, ...]:
     """One compiled network per model of the separator's bag, built once per process for
-    ``streams`` workers calling at once. SettingsError where OpenVINO cannot run it."""
+    ``streams`` workers calling at once with ``threads`` threads each (as torch's workers run).
+    SettingsError where OpenVINO cannot run it."""
     if not _all_htdemucs(separator):
         raise SettingsError(
             f"OpenVINO runs HTDemucs models only, and {_name(separator)} is not one: "
             "separate with runtime='torch'."
         )
-    built = _built(separator, precision, streams)
+    built = _built(separator, precision, streams, threads)
     if isinstance(built, str):
         raise SettingsError(
             f"OpenVINO could not export or compile the separator ({built}): "
@@ -250,14 +259,17 @@ def networks(separator: Separator, precision: str, streams: int) -> tuple[Compil
 
 
 @functools.lru_cache(maxsize=4)
-def _built(separator: Separator, precision: str, streams: int) -> tuple[CompiledNetwork, ...] | str:
+def _built(
+    separator: Separator, precision: str, streams: int, threads: int
+) -> tuple[CompiledNetwork, ...] | str:
     """The compiled networks, or why they could not be made (remembered: not tried again)."""
     samples = int(separator.samplerate * separator.segment)
     try:
         return tuple(
             CompiledNetwork(
                 model,
-                *_compiled(model, f"{separator.identity}|{index}", samples, precision, streams),
+                *_compiled(model, f"{separator.identity}|{index}", samples, precision, streams,
+                           threads),  # fmt: skip
             )
             for index, (model, _) in enumerate(members(separator.model))
         )
@@ -342,7 +354,7 @@ def _key(text: str) -> str:
 
 
 def _compiled(
-    model: HTDemucs, member: str, samples: int, precision: str, streams: int
+    model: HTDemucs, member: str, samples: int, precision: str, streams: int, threads: int
 ) -> tuple[Any, list[np.ndarray]]:
     """The compiled network of one bag member (``member``: separator identity and index), from
     the cache when an entry there checks out, else compiled from the cached IR, else exported;
@@ -351,12 +363,13 @@ def _compiled(
     versions = f"torch {torch.__version__}|openvino {ov.__version__}|v{EXPORT_VERSION}"
     ir_key = _key(f"{member}|{samples} samples|{versions}")
     vendor, flags = cpu.cpu_flags()
-    target = f"{vendor}|{' '.join(sorted(flags))}|{HINTS[precision]}|{streams} streams"
+    target = f"{vendor}|{' '.join(sorted(flags))}|{HINTS[precision]}|{streams}x{threads}"
     ir_path = _folder() / f"{ir_key}{IR_SUFFIX}"
     compiled_path = _folder() / f"{ir_key}-{_key(target)}{COMPILED_SUFFIX}"
     config = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],  # OpenVINO picks bf16 on AMX unless told
-        "NUM_STREAMS": streams,  # one per worker; OpenVINO shares the cores between them
+        "NUM_STREAMS": streams,  # one per worker, each with as many threads as torch's had
+        "INFERENCE_NUM_THREADS": streams * threads,
         "ENABLE_CPU_PINNING": False,  # the decoder, torch and other programs use these cores
     }
     expected = _shapes(model, samples)

@@ -144,9 +144,12 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         self._chunks = iter(chunks)
         if separator.device.type == "cpu":
             _attention_through_sdpa()
-        # one forward per model of the bag: mix (B, C, target) → (B, S, C, target)
+        # one forward per model of the bag: mix (B, C, target) → (B, S, C, target); OpenVINO's
+        # workers get the torch threads the caller runs torch's with (runtime.Plan.threads)
         self._forwards: list[Callable[[torch.Tensor], torch.Tensor]] = (
-            list(openvino_separator.networks(separator, precision, workers))
+            list(
+                openvino_separator.networks(separator, precision, workers, torch.get_num_threads())
+            )
             if runtime == "openvino"
             else [functools.partial(self._forward, model) for model, _ in self._models]
         )
