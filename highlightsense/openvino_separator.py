@@ -219,10 +219,10 @@ def choose(
     reason = None
     if torch.device(device).type != "cpu":
         reason = f"it runs the separator on CPUs only, not on {device}"
-    elif not available():
-        reason = "it is not installed: pip install -r requirements.txt on x86-64 Linux or Windows"
     elif not _all_htdemucs(separator):
         reason = f"it runs HTDemucs models only, and {_name(separator)} is not one"
+    elif not available():
+        reason = "it is not installed: pip install -r requirements.txt on x86-64 Linux or Windows"
     elif requested == "auto" and precision != "bf16":
         return "torch"  # fp32: OpenVINO was ≤ 1.24x torch's fp32, and slower with 2 workers
     if reason is not None:
