@@ -16,7 +16,7 @@ files, and a damaged one gave NaN stems.
 
 Importing OpenVINO's Python package sends a usage event to Google Analytics and writes a client
 id under the home folder (``openvino.tools.ovc`` with ``openvino-telemetry``), unless the user ran
-``opt_in_out --opt_out``. :func:`_openvino` imports it with ``openvino-telemetry`` blocked, so
+``opt_in_out --opt_out``. :func:`import_openvino` imports it with ``openvino-telemetry`` blocked, so
 OpenVINO falls back to its own no-op stub: nothing is sent or written.
 """
 
@@ -70,8 +70,9 @@ def available() -> bool:
 
 
 @functools.cache
-def _openvino() -> ModuleType:
-    """The ``openvino`` package, imported with its telemetry blocked (see the module's doc)."""
+def import_openvino() -> ModuleType:
+    """The ``openvino`` package, imported with its telemetry blocked (see the module's doc):
+    import it only through this."""
     sys.modules.setdefault("openvino_telemetry", None)  # its importers fall back to a stub
     import openvino
 
@@ -80,7 +81,7 @@ def _openvino() -> ModuleType:
 
 @functools.cache
 def _core() -> Any:
-    return _openvino().Core()
+    return import_openvino().Core()
 
 
 # --- the cut -------------------------------------------------------------------------------
@@ -268,8 +269,9 @@ def _built(
         return tuple(
             CompiledNetwork(
                 model,
-                *_compiled(model, f"{separator.identity}|{index}", samples, precision, streams,
-                           threads),  # fmt: skip
+                *_compiled(
+                    model, f"{separator.identity}|{index}", samples, precision, streams, threads
+                ),  # fmt: skip
             )
             for index, (model, _) in enumerate(members(separator.model))
         )
@@ -359,7 +361,7 @@ def _compiled(
     """The compiled network of one bag member (``member``: separator identity and index), from
     the cache when an entry there checks out, else compiled from the cached IR, else exported;
     with the arrays it was made from, which must outlive it."""
-    ov = _openvino()
+    ov = import_openvino()
     versions = f"torch {torch.__version__}|openvino {ov.__version__}|v{EXPORT_VERSION}"
     ir_key = _key(f"{member}|{samples} samples|{versions}")
     vendor, flags = cpu.cpu_flags()
@@ -413,7 +415,7 @@ def _io_shapes(compiled: Any) -> list[tuple[int, ...]]:
 
 def _to_ir(onnx: bytes) -> list[np.ndarray]:
     """ONNX bytes → OpenVINO IR (xml, weights) as uint8 arrays, weights kept in float32."""
-    ov = _openvino()
+    ov = import_openvino()
     model = _core().read_model(onnx, b"")
     with tempfile.TemporaryDirectory() as folder:
         xml = Path(folder) / "network.xml"
@@ -422,7 +424,7 @@ def _to_ir(onnx: bytes) -> list[np.ndarray]:
 
 
 def _compile_ir(ir: list[np.ndarray], config: dict[str, Any]) -> Any:
-    ov = _openvino()
+    ov = import_openvino()
     xml, weights = ir
     model = _core().read_model(xml.tobytes().decode(), ov.Tensor(weights, shared_memory=True))
     return _core().compile_model(model, "CPU", config)

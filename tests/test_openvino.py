@@ -333,7 +333,7 @@ def test_importing_openvino_sends_and_writes_nothing(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from highlightsense import openvino_separator\n"
-        "openvino_separator._openvino().Core()\n"
+        "openvino_separator.import_openvino().Core()\n"
         "print(sys.modules['openvino.tools.ovc.telemetry_utils'].tm.__name__)\n"
     )
     env = {**os.environ, "HOME": str(home), "USERPROFILE": str(home)}
