@@ -262,7 +262,17 @@ class Engine:
         :class:`~highlightsense.voice.VoiceKeeper`), when it is separated at all (not from the
         cache); in slices, each GPU call returns its slice's voice with its features. It
         changes neither the scores nor the cache.
+
+        GPU calls may each run in a forked process (ZeroGPU's do), where OpenVINO's thread pool
+        is not there to run a network: an engine on the CPU given ``gpu`` separates with torch,
+        as it would on a GPU (its settings say so).
         """
+        if gpu is not None and self.settings.separator_runtime != "torch" and self.device == "cpu":
+            settings = dataclasses.replace(self.settings, separator_runtime="torch")
+            return dataclasses.replace(self, settings=settings).analyze(
+                source, progress=progress, stems_dir=stems_dir, download_dir=download_dir,
+                gpu=gpu, slice_sec=slice_sec, keep_voice=keep_voice, voice_dir=voice_dir,
+            )  # fmt: skip
         text = str(source)
         is_url = sources.is_url(text)
         weights_ = {"fetch": STAGE_WEIGHTS["fetch"] if is_url else 0.0}
