@@ -124,10 +124,11 @@ class Engine:
         On one torch thread: building them is thousands of small ops (random initialisation,
         copies), and with two threads each one's OpenMP region spun (htdemucs-sized and the
         CRNN: 1.70 → 0.58 s of CPU; benchmarks/README.md, issue 25). The separator's runtime is
-        resolved here too, so OpenVINO's network is exported and compiled before any work.
+        resolved here too (it loads the separator), so OpenVINO's network is exported and
+        compiled before any work.
         """
         with torch_threads(LOAD_THREADS):
-            _ = self.model, self.separator, self.runtime
+            _ = self.model, self.runtime
         return self
 
     # --- the steps ----------------------------------------------------------------------------
