@@ -15,16 +15,18 @@ output's error against torch fp32 eager: max |Δ| relative to the output's peak,
 game stems' rms error relative to their rms, in units of bf16's 2^-9 (the measure of
 tests/test_stems.py). Asserts nothing.
 
-It runs in its own virtual environment, not the project's (none of these runtimes is a project
-dependency). Measured with Python 3.11.7 and: torch==2.13.0+cpu, demucs==4.1.0, numpy==2.4.6,
-onnx==1.23.2, onnxruntime==1.32.0, openvino==2026.4.1 (``python3 -m venv /tmp/venv-export``,
-then ``pip install`` those). The project package itself is not imported (its dependencies are
-not in that venv); the model is built and loaded from the same local Demucs repository.
+The cut, the network and its export are the project's own (highlightsense/openvino_separator.py,
+which runs it since issue 25's integration); OpenVINO is imported through it, so its telemetry
+stays off. It runs in the project's virtual environment: openvino is a dependency, onnxruntime
+comes with faster-whisper, and the export needs no ``onnx`` package. The first figures
+(benchmarks/README.md) were measured in a venv of their own with torch==2.13.0+cpu,
+demucs==4.1.0, numpy==2.4.6, onnx==1.23.2, onnxruntime==1.32.0, openvino==2026.4.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -39,88 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (after the path set-up above)
 
-OPSET = 17  # ONNX opset of the export (LayerNormalization needs 17)
+from highlightsense import openvino_separator  # noqa: E402  (common puts the repository first)
+
 BF16_UNIT = 2.0**-9  # bf16's relative rounding: the unit tests/test_stems.py measures errors in
 VOICE = "vocals"
 SEED = 0
 # single: one segment per runtime and thread count; pairs: 2 workers x 1 thread, as the project
-# runs on CPUs; direct: OpenVINO's conversion straight from torch against the ONNX route
-SECTIONS = ("single", "pairs", "direct")
-
-
-def _network_class():
-    import torch
-    from einops import rearrange
-    from torch import nn
-
-    class Network(nn.Module):
-        """HTDemucs.forward between ``_magnitude`` and ``_mask`` (demucs 4.1.0, htdemucs.py),
-        eval mode, full-segment input. mag: (B, 2C, F, T) the CaC spectrogram, mix: (B, C, L)
-        → x: (B, S, 2C, F, T) the sources' CaC spectrograms, xt: (B, S, C, L) the time branch,
-        both de-normalised."""
-
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__()
-            self.m = model
-
-        def forward(self, mag: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            m = self.m
-            x = mag
-            B, C, Fq, T = x.shape
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            std = x.std(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) / (1e-5 + std)
-            xt = mix
-            meant = xt.mean(dim=(1, 2), keepdim=True)
-            stdt = xt.std(dim=(1, 2), keepdim=True)
-            xt = (xt - meant) / (1e-5 + stdt)
-            saved, saved_t, lengths, lengths_t = [], [], [], []
-            for idx, encode in enumerate(m.encoder):
-                lengths.append(x.shape[-1])
-                inject = None
-                if idx < len(m.tencoder):
-                    lengths_t.append(xt.shape[-1])
-                    tenc = m.tencoder[idx]
-                    xt = tenc(xt)
-                    if not tenc.empty:
-                        saved_t.append(xt)
-                    else:
-                        inject = xt
-                x = encode(x, inject)
-                if idx == 0 and m.freq_emb is not None:
-                    frs = torch.arange(x.shape[-2], device=x.device)
-                    emb = m.freq_emb(frs).t()[None, :, :, None].expand_as(x)
-                    x = x + m.freq_emb_scale * emb
-                saved.append(x)
-            if m.crosstransformer:
-                if m.bottom_channels:
-                    f = x.shape[2]
-                    x = rearrange(x, "b c f t-> b c (f t)")
-                    x = m.channel_upsampler(x)
-                    x = rearrange(x, "b c (f t)-> b c f t", f=f)
-                    xt = m.channel_upsampler_t(xt)
-                x, xt = m.crosstransformer(x, xt)
-                if m.bottom_channels:
-                    x = rearrange(x, "b c f t-> b c (f t)")
-                    x = m.channel_downsampler(x)
-                    x = rearrange(x, "b c (f t)-> b c f t", f=f)
-                    xt = m.channel_downsampler_t(xt)
-            for idx, decode in enumerate(m.decoder):
-                x, pre = decode(x, saved.pop(-1), lengths.pop(-1))
-                offset = m.depth - len(m.tdecoder)
-                if idx >= offset:
-                    tdec = m.tdecoder[idx - offset]
-                    length_t = lengths_t.pop(-1)
-                    if tdec.empty:
-                        xt, _ = tdec(pre[:, :, 0], None, length_t)
-                    else:
-                        xt, _ = tdec(xt, saved_t.pop(-1), length_t)
-            S = len(m.sources)
-            x = x.view(B, S, -1, Fq, T) * std[:, None] + mean[:, None]
-            xt = xt.view(B, S, -1, mix.shape[-1]) * stdt[:, None] + meant[:, None]
-            return x, xt
-
-    return Network
+# runs on CPUs; direct: OpenVINO's conversion straight from torch against the ONNX route;
+# project: the integrated path (highlightsense.openvino_separator) against torch bf16 autocast
+SECTIONS = ("single", "pairs", "direct", "project")
 
 
 def load_model(scratch: Path, size: str):
@@ -145,10 +74,7 @@ def split_runner(model, network: Callable) -> Callable:
 
     def run(mix: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            z = model._spec(mix)
-            mag = model._magnitude(z)
-            x, xt = network(mag, mix)
-            return xt + model._ispec(model._mask(z, x), mix.shape[-1])
+            return openvino_separator.split_forward(model, network, mix)
 
     return run
 
@@ -168,23 +94,8 @@ def torch_runner(model, bf16: bool) -> Callable:
 
 
 def export(model, mix, path: Path) -> None:
-    import torch
-
-    network = _network_class()(model).eval()
-    z = model._spec(mix)
-    mag = model._magnitude(z)
-    with torch.no_grad(), warnings.catch_warnings():
-        # the tracer's notes on Python ints taken from shapes: the segment length is fixed
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network,
-            (mag, mix),
-            str(path),
-            input_names=["mag", "mix"],
-            output_names=["x", "xt"],
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    """The project's ONNX export of the network (openvino_separator.export), as a file."""
+    path.write_bytes(openvino_separator.export(model, mix.shape[-1]))
 
 
 def ort_network(path: Path, threads: int) -> Callable:
@@ -209,10 +120,9 @@ def ov_network(source, threads: int, precision: str, streams: int = 1) -> Callab
     infer request per calling thread (the threads of ``streams`` parallel workers)."""
     import threading
 
-    import openvino as ov
     import torch
 
-    core = ov.Core()
+    core = openvino_separator.import_openvino().Core()
     began = cpu_seconds()
     compiled = core.compile_model(
         core.read_model(str(source)) if isinstance(source, Path) else source,
@@ -242,10 +152,10 @@ def ov_network(source, threads: int, precision: str, streams: int = 1) -> Callab
 
 def convert_direct(model, mix) -> tuple:
     """``ov.convert_model`` straight from the torch module (no ONNX file): (ov.Model, CPU s)."""
-    import openvino as ov
     import torch
 
-    network = _network_class()(model).eval()
+    ov = openvino_separator.import_openvino()
+    network = openvino_separator.Network(model).eval()
     z = model._spec(mix)
     began = cpu_seconds()
     with torch.no_grad(), warnings.catch_warnings():
@@ -313,16 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     onnx_path = scratch / f"{args.separator}_network.onnx"
-    began = time.perf_counter(), cpu_seconds()
-    export(model, mix, onnx_path)
-    print(
-        f"export: {time.perf_counter() - began[0]:.1f} s wall, {cpu_seconds() - began[1]:.1f} s "
-        f"CPU, {onnx_path.stat().st_size / 2**20:.1f} MiB"
-    )
+    if set(args.sections) - {"project"}:  # the project section exports on its own
+        began = time.perf_counter(), cpu_seconds()
+        export(model, mix, onnx_path)
+        print(
+            f"export: {time.perf_counter() - began[0]:.1f} s wall, "
+            f"{cpu_seconds() - began[1]:.1f} s CPU, {onnx_path.stat().st_size / 2**20:.1f} MiB"
+        )
 
     torch.set_num_threads(1)
     reference = torch_runner(model, bf16=False)(mix)
-    split_check = split_runner(model, _network_class()(model).eval())(mix)
+    split_check = split_runner(model, openvino_separator.Network(model).eval())(mix)
     print(f"torch split vs torch forward: max |Δ| {(split_check - reference).abs().max():.2e}")
 
     for threads in args.threads if "single" in args.sections else []:
@@ -336,47 +247,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.only:
             runners = {k: v for k, v in runners.items() if k in args.only}
-        walls: dict[str, list[float]] = {label: [] for label in runners}
-        cpus: dict[str, list[float]] = {label: [] for label in runners}
-        found: dict[str, dict[str, float]] = {}
-        for label, run in runners.items():  # warm-up: primitive creation, allocators
-            found[label] = errors(run(mix), reference, list(model.sources))
-        for _ in range(args.repeats):
-            for label, run in runners.items():
-                wall, cpu = time.perf_counter(), cpu_seconds()
-                run(mix)
-                walls[label].append(time.perf_counter() - wall)
-                cpus[label].append(cpu_seconds() - cpu)
-        base = (
-            statistics.median(cpus["torch bf16 autocast"])
-            if "torch bf16 autocast" in cpus
-            else None
-        )
-        rows = []
-        for label in runners:
-            cpu_median = statistics.median(cpus[label])
-            rows.append(
-                (
-                    label,
-                    f"{statistics.median(walls[label]):.2f} / {min(walls[label]):.2f}",
-                    f"{cpu_median:.2f} / {min(cpus[label]):.2f}",
-                    f"{base / cpu_median:.2f}x" if base else "-",
-                    f"{found[label]['max_rel']:.1e}",
-                    f"{found[label]['voice']:.3f} / {found[label]['game']:.3f}",
-                )
-            )
-        common.print_table(
-            f"one {length}-sample segment, {threads} thread(s), {args.repeats} interleaved "
-            f"repeats, load average {common.load_average():.1f} (shared machine)",
-            rows,
-            (
-                "runtime",
-                "wall s med / min",
-                "CPU s med / min",
-                "vs bf16 (CPU)",
-                "max|Δ|/peak",
-                "rms err voice/game (2^-9)",
-            ),
+        single_table(
+            f"one {length}-sample segment, {threads} thread(s), {args.repeats} interleaved repeats",
+            runners,
+            mix,
+            reference,
+            list(model.sources),
+            args.repeats,
         )
 
     torch.set_num_threads(1)
@@ -400,25 +277,144 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.only:
             runners = {k: v for k, v in runners.items() if k in args.only}
-        times = pairs(runners, [mix, second], args.repeats)
-        base = statistics.median(cpu for _, cpu in times.get("torch bf16 autocast", [(0, 0)]))
-        rows = []
-        for label, measured in times.items():
-            walls, cpus = zip(*measured, strict=True)
-            rows.append(
-                (
-                    label,
-                    f"{statistics.median(walls):.2f} / {min(walls):.2f}",
-                    f"{statistics.median(cpus):.2f} / {min(cpus):.2f}",
-                    f"{base / statistics.median(cpus):.2f}x" if base else "-",
-                )
+        pairs_table(runners, [mix, second], args.repeats)
+    if "project" in args.sections:
+        project(args, scratch, mix, args.repeats)
+
+
+def single_table(title: str, runners: dict, mix, reference, sources: list, repeats: int) -> None:
+    """Each runner on ``mix`` in turn, after one warm-up call each, ``repeats`` times: wall and
+    CPU seconds, and the error against ``reference``."""
+    walls: dict[str, list[float]] = {label: [] for label in runners}
+    cpus: dict[str, list[float]] = {label: [] for label in runners}
+    found: dict[str, dict[str, float]] = {}
+    for label, run in runners.items():  # warm-up: primitive creation, allocators
+        found[label] = errors(run(mix), reference, sources)
+    for _ in range(repeats):
+        for label, run in runners.items():
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            run(mix)
+            walls[label].append(time.perf_counter() - wall)
+            cpus[label].append(cpu_seconds() - cpu)
+    base = statistics.median(cpus["torch bf16 autocast"]) if "torch bf16 autocast" in cpus else None
+    rows = []
+    for label in runners:
+        cpu_median = statistics.median(cpus[label])
+        rows.append(
+            (
+                label,
+                f"{statistics.median(walls[label]):.2f} / {min(walls[label]):.2f}",
+                f"{cpu_median:.2f} / {min(cpus[label]):.2f}",
+                f"{base / cpu_median:.2f}x" if base else "-",
+                f"{found[label]['max_rel']:.1e}",
+                f"{found[label]['voice']:.3f} / {found[label]['game']:.3f}",
             )
-        common.print_table(
-            f"two segments at once, 2 workers x 1 thread, {args.repeats} interleaved repeats, "
-            f"load average {common.load_average():.1f} (shared machine)",
-            rows,
-            ("runtime", "wall s/pair med / min", "CPU s/pair med / min", "vs bf16 (CPU)"),
         )
+    common.print_table(
+        f"{title}, load average {common.load_average():.1f} (shared machine)",
+        rows,
+        (
+            "runtime",
+            "wall s med / min",
+            "CPU s med / min",
+            "vs bf16 (CPU)",
+            "max|Δ|/peak",
+            "rms err voice/game (2^-9)",
+        ),
+    )
+
+
+def pairs_table(runners: dict, mixes: list, repeats: int) -> None:
+    times = pairs(runners, mixes, repeats)
+    base = statistics.median(cpu for _, cpu in times.get("torch bf16 autocast", [(0, 0)]))
+    rows = []
+    for label, measured in times.items():
+        walls, cpus = zip(*measured, strict=True)
+        rows.append(
+            (
+                label,
+                f"{statistics.median(walls):.2f} / {min(walls):.2f}",
+                f"{statistics.median(cpus):.2f} / {min(cpus):.2f}",
+                f"{base / statistics.median(cpus):.2f}x" if base else "-",
+            )
+        )
+    common.print_table(
+        f"two segments at once, 2 workers x 1 thread, {repeats} interleaved repeats, "
+        f"load average {common.load_average():.1f} (shared machine)",
+        rows,
+        ("runtime", "wall s/pair med / min", "CPU s/pair med / min", "vs bf16 (CPU)"),
+    )
+
+
+def project(args: argparse.Namespace, scratch: Path, mix, repeats: int) -> None:
+    """The integrated path (highlightsense.openvino_separator, as ``separate_stream`` runs it)
+    against the project's torch bf16 autocast: the first build's cost in a fresh cache (export,
+    compile) and a warm one's, then one segment at a time and two at once."""
+    import torch
+
+    from highlightsense import separator
+
+    repo, name = common.make_separator(scratch, args.separator)
+    loaded = separator.load_separator(name, repo)
+    (model, _), *_ = separator.members(loaded.model)
+    spent: dict[str, float] = {}
+    export_ = openvino_separator.export
+
+    def timed_export(*args_, **kwargs):
+        began = cpu_seconds()
+        try:
+            return export_(*args_, **kwargs)
+        finally:
+            spent["export"] = spent.get("export", 0.0) + cpu_seconds() - began
+
+    openvino_separator.export = timed_export
+    with tempfile.TemporaryDirectory(dir=scratch) as fresh:
+        before = os.environ.get("HIGHLIGHTSENSE_CACHE")
+        os.environ["HIGHLIGHTSENSE_CACHE"] = fresh
+        try:
+            for build in ("cold", "warm"):
+                openvino_separator._built.cache_clear()
+                began = time.perf_counter(), cpu_seconds()
+                openvino_separator.networks(loaded, "bf16", 1, 1)
+                spent[build] = cpu_seconds() - began[1]
+                spent[f"{build} wall"] = time.perf_counter() - began[0]
+        finally:
+            openvino_separator.export = export_
+            if before is None:
+                os.environ.pop("HIGHLIGHTSENSE_CACHE")
+            else:
+                os.environ["HIGHLIGHTSENSE_CACHE"] = before
+            # the networks stay usable: they hold what they read from the folder
+    print(
+        f"project OpenVINO bf16, first build in a fresh cache: {spent['cold']:.1f} s CPU "
+        f"({spent['cold wall']:.1f} s wall), of it the export {spent['export']:.1f} s and the "
+        f"compile {spent['cold'] - spent['export']:.1f} s; a later process reads the compiled "
+        f"network back in {spent['warm']:.1f} s CPU ({spent['warm wall']:.1f} s wall)"
+    )
+    torch.set_num_threads(1)
+    (single,) = openvino_separator.networks(loaded, "bf16", 1, 1)
+    (double,) = openvino_separator.networks(loaded, "bf16", 2, 1)
+    with torch.no_grad():
+        reference = model(mix)
+    runners = {
+        "torch bf16 autocast": torch_runner(model, bf16=True),
+        "project openvino bf16": single,
+    }
+    single_table(
+        f"the project's paths, one {mix.shape[-1]}-sample segment, 1 thread, {repeats} "
+        "interleaved repeats",
+        runners,
+        mix,
+        reference,
+        list(model.sources),
+        repeats,
+    )
+    second = torch.randn(mix.shape, generator=torch.Generator().manual_seed(SEED + 1))
+    runners = {
+        "torch bf16 autocast": torch_runner(model, bf16=True),
+        "project openvino bf16": double,
+    }
+    pairs_table(runners, [mix, second], repeats)
 
 
 if __name__ == "__main__":

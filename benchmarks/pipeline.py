@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py --minutes 10 --separator tiny
     python benchmarks/pipeline.py --minutes 3 --separator htdemucs --precision fp32 bf16
+    python benchmarks/pipeline.py --minutes 2 --separator tiny --separator-runtime torch openvino
     python benchmarks/pipeline.py --minutes 60 180 --separator tiny --audio-only   # RSS vs length
 
 Every configuration (the cross product of the lists given) runs ``analyze`` in a fresh child
@@ -14,6 +15,11 @@ Before each run the script waits up to ``--settle`` s for the 1-min load average
 figure, and the medians leave such runs out while any quiet run is left (the table says so).
 The total counts from the child interpreter's start: "start-up" is the interpreter and the
 library's imports, the fixed cost every run pays before its first stage.
+
+Where OpenVINO runs the separator's network, its first run in a cache exports and compiles it
+(cached on disk after, like a downloaded model): before the timed runs each such configuration
+loads once in a fresh cache folder (that cost is printed on its own line) and once in the
+benchmark's cache (``--scratch``/cache), which the timed runs then find warm.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +44,8 @@ SCRIPT = Path(__file__).resolve()
 STAGES = (
     "start-up",
     "probe+load",
+    "of it OpenVINO export",
+    "of it OpenVINO compile",
     "decode (stats pass)",
     "separate (model)",
     "separate (rest)",
@@ -77,7 +86,8 @@ def run_ours(config: dict) -> dict:
     """Child: one ``analyze`` run, timed per stage by wrapping the library's hot functions."""
     import numpy as np
 
-    from highlightsense import features, pipeline, runtime, stems
+    os.environ["HIGHLIGHTSENSE_CACHE"] = config["cache"]  # OpenVINO's export, warmed up before
+    from highlightsense import features, openvino_separator, pipeline, runtime, stems
 
     startup = common.process_age()  # the interpreter, this script and the library's imports
     plan = runtime.Plan.for_device("cpu", config.get("batch_size"))
@@ -95,6 +105,8 @@ def run_ours(config: dict) -> dict:
     )
     features.LogMelStream.push = _timed(inner, "features", features.LogMelStream.push)
     features.LogMelStream.finish = _timed(inner, "features", features.LogMelStream.finish)
+    openvino_separator.export = _timed(inner, "of it OpenVINO export", openvino_separator.export)
+    openvino_separator._compiled = _timed(inner, "openvino", openvino_separator._compiled)
 
     out_dir = Path(config["out_dir"])
     result = pipeline.analyze(
@@ -105,6 +117,7 @@ def run_ours(config: dict) -> dict:
         separator_repo=config["repo"],
         device="cpu",
         precision=config.get("precision", "fp32"),
+        separator_runtime=config.get("separator_runtime", "auto"),
         batch_size=config.get("batch_size"),
         use_cache=False,
     )
@@ -113,9 +126,12 @@ def run_ours(config: dict) -> dict:
     seconds = {
         "start-up": startup,
         "probe+load": outer["probe"],
-        **{k: inner.seconds.get(k, 0.0) for k in STAGES[2:4]},
+        "of it OpenVINO export": inner.seconds.get("of it OpenVINO export", 0.0),
+        "of it OpenVINO compile": inner.seconds.get("openvino", 0.0)
+        - inner.seconds.get("of it OpenVINO export", 0.0),
+        **{k: inner.seconds.get(k, 0.0) for k in STAGES[4:6]},
         "separate (rest)": outer["separate+features"]
-        - sum(inner.seconds.get(k, 0.0) for k in STAGES[2:4] + ("features",)),
+        - sum(inner.seconds.get(k, 0.0) for k in STAGES[4:6] + ("features",)),
         "features": inner.seconds.get("features", 0.0),
         "score": outer["score"],
         "clips+tables": result.seconds["clips"],
@@ -131,14 +147,88 @@ def run_ours(config: dict) -> dict:
         "peak_rss_mib": common.peak_rss_mib(),
         **common.cpu_usage(),
         "parallelism": f"{plan.workers} x {plan.threads}",
+        "runtime": runtime_of(result.analysis.producer),
     }
 
 
+def runtime_of(producer: str) -> str:
+    """What ran the separator's network, as the analysis records it in its stems' producer."""
+    return "openvino" if producer.endswith("+openvino") else "torch"
+
+
+def run_load(config: dict) -> dict:
+    """Child: ``Engine.load`` alone in the cache folder ``config["cache"]`` (the CRNN, Demucs,
+    and, where OpenVINO runs the network, its export and compile or their cached results): what
+    a run pays before its first stage, cold (a fresh folder) or warm."""
+    import resource
+
+    os.environ["HIGHLIGHTSENSE_CACHE"] = config["cache"]
+    from highlightsense import openvino_separator
+    from highlightsense.engine import Engine
+    from highlightsense.settings import AnalysisSettings
+
+    cpu: dict[str, float] = {}
+
+    def cpu_timed(stage: str, function):
+        def wrapper(*args, **kwargs):
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                spent = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+                cpu[stage] = cpu.get(stage, 0.0) + spent
+
+        return wrapper
+
+    openvino_separator.export = cpu_timed("export", openvino_separator.export)
+    openvino_separator._compiled = cpu_timed("build", openvino_separator._compiled)
+    settings = AnalysisSettings(
+        weights=config["weights"],
+        separator=config["name"],
+        separator_repo=config["repo"],
+        device="cpu",
+        precision=config.get("precision", "fp32"),
+        separator_runtime=config.get("separator_runtime", "auto"),
+    )
+    began, usage = time.perf_counter(), common.cpu_usage()
+    engine = Engine.create(settings).load()
+    after = common.cpu_usage()
+    return {
+        "runtime": engine.runtime,
+        "wall_sec": time.perf_counter() - began,
+        "cpu_sec": after["user_sec"] + after["sys_sec"] - usage["user_sec"] - usage["sys_sec"],
+        "export_cpu_sec": cpu.get("export", 0.0),
+        "compile_cpu_sec": cpu.get("build", 0.0) - cpu.get("export", 0.0),
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
+
+
+def warm_up(script: Path, config: dict, scratch: Path) -> str | None:
+    """Load ``config``'s engine once in a fresh cache folder (the cold cost, returned as a line
+    to print) and once in ``config["cache"]``, so timed runs find OpenVINO's export there; None
+    where torch runs the network (nothing to warm)."""
+    with tempfile.TemporaryDirectory(dir=scratch) as fresh:
+        cold = common.run_child(script, {**config, "load": True, "cache": fresh})
+    if cold["runtime"] != "openvino":
+        return None
+    warm = common.run_child(script, {**config, "load": True})
+    return (
+        f"OpenVINO first run ({label(config)}), cold cache: export {cold['export_cpu_sec']:.1f} s"
+        f" + compile {cold['compile_cpu_sec']:.1f} s CPU; the whole load {cold['cpu_sec']:.1f} s"
+        f" CPU ({cold['wall_sec']:.1f} s wall). Warm, as the timed runs: the compiled network "
+        f"read back in {warm['compile_cpu_sec']:.1f} s CPU, the whole load {warm['cpu_sec']:.1f} s"
+        f" CPU ({warm['wall_sec']:.1f} s wall). Load average {common.load_average():.1f}"
+    )
+
+
 def stems_precision_effect(config: dict) -> dict:
-    """Child: the whole input separated at fp32 and at bf16; how far apart the stems are."""
+    """Child: the whole input separated at fp32 and at bf16 (torch's autocast, and OpenVINO's
+    where it is installed); how far apart the stems are."""
     import torch
 
-    from highlightsense import media, runtime, separator, stems
+    os.environ["HIGHLIGHTSENSE_CACHE"] = config["cache"]
+    from highlightsense import media, openvino_separator, runtime, separator, stems
 
     separator = separator.load_separator(config["name"], Path(config["repo"]))
     mix = torch.from_numpy(media.read_audio_all(media.probe(Path(config["vod"]))))
@@ -147,19 +237,28 @@ def stems_precision_effect(config: dict) -> dict:
     workers, threads = plan.workers, plan.threads
     out = {}
     torch.set_num_threads(threads)
-    for precision in ("fp32", "bf16"):
+    runs = [("fp32", "torch"), ("bf16", "torch")]
+    if openvino_separator.available():
+        runs.append(("bf16", "openvino"))
+    for precision, separation_runtime in runs:
         pieces = stems.separate_stream(
             separator, [mix], total_samples=mix.shape[-1], mean=mean, std=std,
-            batch_size=workers, workers=workers, precision=precision,
+            batch_size=workers, workers=workers, precision=precision, runtime=separation_runtime,
         )  # fmt: skip
-        out[precision] = [torch.cat(stem, dim=-1) for stem in zip(*pieces, strict=True)]
+        out[precision, separation_runtime] = [
+            torch.cat(stem, dim=-1) for stem in zip(*pieces, strict=True)
+        ]
+    exact = out.pop(("fp32", "torch"))
     return {
-        name: {
-            "max_abs_diff": (out["bf16"][i] - out["fp32"][i]).abs().max().item(),
-            "peak": out["fp32"][i].abs().max().item(),
+        f"{name}, bf16 {separation_runtime}": {
+            "max_abs_diff": (stems_[i] - exact[i]).abs().max().item(),
+            "rms_error_units": ((stems_[i] - exact[i]).square().mean().sqrt()
+                                / exact[i].square().mean().sqrt()).item() / 2.0**-9,
+            "peak": exact[i].abs().max().item(),
         }
+        for (_, separation_runtime), stems_ in out.items()
         for i, name in enumerate(("voice", "game"))
-    }
+    }  # fmt: skip
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -206,7 +305,7 @@ def label(config: dict) -> str:
     threads = config.get("threads") or "auto"
     return (
         f"{config['minutes']:g}min {config['separator']} {config.get('precision', 'fp32')} "
-        f"b={batch} w={workers} t={threads}"
+        f"{config.get('separator_runtime', 'auto')} b={batch} w={workers} t={threads}"
     )
 
 
@@ -217,12 +316,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), nargs="+", default=["auto"]
     )
+    parser.add_argument(
+        "--separator-runtime", choices=("auto", "torch", "openvino"), nargs="+", default=["auto"]
+    )
     parser.add_argument("--batch-size", type=int, nargs="+", default=[None])
     parser.add_argument("--workers", type=int, nargs="+", default=[None], help="CPU workers")
     parser.add_argument("--threads", type=int, nargs="+", default=[None], help="per worker")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
-        "--stems-effect", action="store_true", help="max |stems bf16 - fp32| of each input"
+        "--stems-effect", action="store_true", help="stems bf16 against fp32, of each input"
     )
     parser.add_argument("--audio-only", action="store_true", help="an .m4a input, no video")
     parser.add_argument("--scratch", type=Path, default=None, help="reused between runs")
@@ -233,13 +335,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         config = json.loads(args.child)
-        run = stems_precision_effect if config.get("effect") else run_ours
+        if config.get("effect"):
+            run = stems_precision_effect
+        else:
+            run = run_load if config.get("load") else run_ours
         print(json.dumps(run(config)))
         return
 
     scratch = args.scratch or Path(tempfile.gettempdir()) / "highlightsense-bench"
     scratch.mkdir(parents=True, exist_ok=True)
-    keys = ("minutes", "separator", "precision", "batch_size", "workers", "threads")
+    keys = ("minutes", "separator", "precision", "separator_runtime", "batch_size", "workers",
+            "threads")  # fmt: skip
     configs = [
         dict(zip(keys, values, strict=True))
         for values in itertools.product(*(getattr(args, key) for key in keys))
@@ -247,15 +353,18 @@ def main(argv: list[str] | None = None) -> None:
     for config in configs:
         inputs = prepare(scratch, config["minutes"], config["separator"], not args.audio_only)
         config.update({k: v for k, v in inputs.items() if k != "prepare_sec"})
+        config["cache"] = str(scratch / "cache")  # OpenVINO's exports, kept between runs
     if args.stems_effect:
         for config in configs:
             effect = common.run_child(SCRIPT, {**config, "effect": True})
             for stem, figures in effect.items():
                 print(
                     f"{label(config)} {stem}: max |bf16 - fp32| = {figures['max_abs_diff']:.2e} "
-                    f"(stem peak {figures['peak']:.3f})"
+                    f"(stem peak {figures['peak']:.3f}), rms {figures['rms_error_units']:.2f} "
+                    "units of 2^-9 of the stem's rms"
                 )
         return
+    cold = [warm_up(SCRIPT, config, scratch) for config in configs]
     runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
     for _ in range(args.repeat):  # interleaved, so a busy spell hits every configuration
         for i, config in enumerate(configs):
@@ -275,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         ("windows", *(str(r["windows"]) for r in results)),
         ("CPU user+system (s)", *(f"{r['user_sec'] + r['sys_sec']:.1f}" for r in results)),
         ("workers x threads", *(r["parallelism"] for r in results)),
+        ("separator runtime", *(r["runtime"] for r in results)),
         ("quiet runs (load <= 1.5)", *(f"{r['quiet_runs']} of {r['runs']}" for r in results)),
         ("largest load average", *(f"{r['load_max']:.2f}" for r in results)),
     ]
@@ -282,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(r["quiet_runs"] == 0 for r in results):
         title += f"; BUSY MACHINE (load > {common.QUIET_LOAD}): wall times are not quiet figures"
     common.print_table(title, rows, header)
+    for line in filter(None, cold):
+        print(line)
     _print_precision_effect(configs)
 
 

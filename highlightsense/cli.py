@@ -29,6 +29,7 @@ from .settings import (
     DEFAULT_SEPARATOR,
     DEVICES,
     PRECISIONS,
+    SEPARATOR_RUNTIMES,
     TIMELINE_ORDERS,
     VERTICAL_LAYOUTS,
 )
@@ -183,6 +184,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     flag("--no-cache", dest="use_cache", action="store_false", help="do not reuse cached features")
     flag("--device", choices=DEVICES, help=f"where the models run ({A.device})")
     flag("--precision", choices=PRECISIONS, help=f"separation precision ({A.precision})")
+    flag(
+        "--separator-runtime",
+        choices=SEPARATOR_RUNTIMES,
+        help=f"what runs Demucs' network ({A.separator_runtime}: OpenVINO on CPUs at bf16)",
+    )
     flag("--batch-size", type=int, help="windows per forward pass (default: per device)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 

@@ -21,7 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache, cpu, extract, features, media, scoring, slices, sources, weights
+from . import (
+    cache,
+    cpu,
+    extract,
+    features,
+    media,
+    openvino_separator,
+    scoring,
+    slices,
+    sources,
+    weights,
+)
 from .errors import SettingsError
 from .files import cache_dir
 from .progress import STAGE_WEIGHTS, Progress, Stages
@@ -80,24 +91,44 @@ class Engine:
         s = self.settings
         return load_separator(s.separator_name, s.separator_folder, device=self.device)
 
+    @functools.cached_property
+    def runtime(self) -> str:
+        """What runs the separator's network, resolved once (loading the separator, and the first
+        time exporting its network): ``openvino`` or ``torch``
+        (:func:`highlightsense.openvino_separator.choose`)."""
+        return openvino_separator.choose(
+            self.settings.separator_runtime,
+            self.separator,
+            self.device,
+            self.precision,
+            self.plan.workers,
+            self.plan.threads,
+        )
+
     @property
     def producer(self) -> str:
-        """What makes the stems: the separator's identity (and bf16 when it runs so: its stems
-        differ, so the cache must not mix them), or the tracks used."""
+        """What makes the stems: the separator's identity (and bf16, OpenVINO when they run it:
+        their stems differ, so the cache must not mix them), or the tracks used."""
         if self.settings.tracks is not None:
             voice, game = self.settings.tracks
             return f"tracks:voice={voice},game={game}"
-        return self.separator.identity + ("+bf16" if self.precision == "bf16" else "")
+        return (
+            self.separator.identity
+            + ("+bf16" if self.precision == "bf16" else "")
+            + ("+openvino" if self.runtime == "openvino" else "")
+        )
 
     def load(self) -> Engine:
         """Load both models now (they are cached), so a bad file fails before any work.
 
         On one torch thread: building them is thousands of small ops (random initialisation,
         copies), and with two threads each one's OpenMP region spun (htdemucs-sized and the
-        CRNN: 1.70 → 0.58 s of CPU; benchmarks/README.md, issue 25).
+        CRNN: 1.70 → 0.58 s of CPU; benchmarks/README.md, issue 25). The separator's runtime is
+        resolved here too (it loads the separator), so OpenVINO's network is exported and
+        compiled before any work.
         """
         with torch_threads(LOAD_THREADS):
-            _ = self.model, self.separator
+            _ = self.model, self.runtime
         return self
 
     # --- the steps ----------------------------------------------------------------------------
@@ -122,7 +153,7 @@ class Engine:
         else:
             mix = extract.measure_mix(info, separator.samplerate, stages("read"))
             pairs = extract.separated(
-                info, separator, mix, self.plan, self.precision, stages("separate")
+                info, separator, mix, self.plan, self.precision, self.runtime, stages("separate")
             )
             rate, frames = mix.rate, mix.frames
             if keeper is not None:
@@ -141,8 +172,9 @@ class Engine:
         """Frames [start, end) of :meth:`features`' result, and with ``keep_voice`` the kept
         voice over them (see :func:`highlightsense.slices.features_range`)."""
         return slices.features_range(
-            info, self.separator, mix, frames, self.plan, self.precision, self.device, keep_voice
-        )
+            info, self.separator, mix, frames, self.plan, self.precision, self.device, keep_voice,
+            self.runtime,
+        )  # fmt: skip
 
     def _features_in_slices(
         self,
@@ -231,7 +263,17 @@ class Engine:
         :class:`~highlightsense.voice.VoiceKeeper`), when it is separated at all (not from the
         cache); in slices, each GPU call returns its slice's voice with its features. It
         changes neither the scores nor the cache.
+
+        GPU calls may each run in a forked process (ZeroGPU's do), where OpenVINO's thread pool
+        is not there to run a network: an engine on the CPU given ``gpu`` separates with torch,
+        as it would on a GPU (its settings say so).
         """
+        if gpu is not None and self.settings.separator_runtime != "torch" and self.device == "cpu":
+            settings = dataclasses.replace(self.settings, separator_runtime="torch")
+            return dataclasses.replace(self, settings=settings).analyze(
+                source, progress=progress, stems_dir=stems_dir, download_dir=download_dir,
+                gpu=gpu, slice_sec=slice_sec, keep_voice=keep_voice, voice_dir=voice_dir,
+            )  # fmt: skip
         text = str(source)
         is_url = sources.is_url(text)
         weights_ = {"fetch": STAGE_WEIGHTS["fetch"] if is_url else 0.0}

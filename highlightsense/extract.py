@@ -103,10 +103,11 @@ def separated(
     mix: Mix,
     plan: Plan,
     precision: str,
+    runtime: str = "torch",
     progress: Progress | None = None,
 ) -> Iterator[tuple]:
     """The second pass over the audio: (voice, game) chunks, separated ``plan.segments`` Demucs
-    segments per model call on ``plan.workers`` threads."""
+    segments per model call on ``plan.workers`` threads, the network run by ``runtime``."""
     chunks = media.read_audio(info, sample_rate=mix.rate, chunk_seconds=CHUNK_SECONDS)
     with contextlib.closing(chunks):
         yield from stems.separate_stream(
@@ -118,6 +119,7 @@ def separated(
             batch_size=plan.segments,
             workers=plan.workers,
             precision=precision,
+            runtime=runtime,
             progress=progress,
         )
 

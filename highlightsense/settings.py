@@ -25,6 +25,7 @@ SEPARATOR_REPO_ENV = "HIGHLIGHTSENSE_SEPARATOR_REPO"
 DEFAULT_SEPARATOR = "htdemucs"  # Demucs' hybrid transformer model (SPEC §1)
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+SEPARATOR_RUNTIMES = ("auto", "torch", "openvino")  # what runs Demucs' network (openvino_separator)
 MAX_PAD = 120.0  # s of padding allowed before or after a clip
 MAX_BATCH = 1024  # windows (or Demucs segments) per forward at most
 TIMELINE_ORDERS = ("rank", "time")
@@ -69,6 +70,8 @@ class AnalysisSettings:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16: autocast for separation (auto: bf16 only on CPUs
     # where it is faster, see cpu.default_precision), and for scoring on a GPU when bf16
+    separator_runtime: str = "auto"  # auto | torch | openvino: what runs Demucs' network (auto:
+    # OpenVINO on CPUs at bf16 where it is installed and the model is HTDemucs, else torch)
     batch_size: int | None = None  # windows (and Demucs segments) per forward; None: per device
     use_cache: bool = True  # reuse cached separation + features of the same input
     keep_stems: bool = False  # also write the separated stems (separates again, never cached)
@@ -80,6 +83,11 @@ class AnalysisSettings:
         if self.precision not in PRECISIONS:
             raise SettingsError(
                 f"The precision must be auto, fp32 or bf16 (got {self.precision!r})."
+            )
+        if self.separator_runtime not in SEPARATOR_RUNTIMES:
+            raise SettingsError(
+                "The separator runtime must be auto, torch or openvino "
+                f"(got {self.separator_runtime!r})."
             )
         if self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH:
             raise SettingsError(

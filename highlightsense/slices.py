@@ -69,12 +69,14 @@ def features_range(
     precision: str,
     device: str,
     keep_voice: bool = False,
+    runtime: str = "torch",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Frames [start, end) of the whole track's features (end None: to the end), separating
     only around them. With ``keep_voice``, (features, voice): the voice is samples
     [:func:`voice_sample` (start), :func:`voice_sample` (end)) of what
     :class:`~highlightsense.voice.VoiceKeeper` keeps of the whole track, (k,) int16 at 16 kHz
-    (None where it would be longer than the keeper's limit)."""
+    (None where it would be longer than the keeper's limit). ``runtime`` runs Demucs' network as
+    in the whole-track pass (torch on GPUs)."""
     start, end = frames
     frame_samples = features.HOP * mix.rate // features.SAMPLE_RATE
     context = CONTEXT_FRAMES * frame_samples
@@ -108,6 +110,7 @@ def features_range(
             std=mix.std,
             batch_size=plan.segments,
             precision=precision,
+            runtime=runtime,
         )
         local = to_features(_drop_leading(iter(pairs), on_grid - begin), mix.rate, device,
                             taps=taps)  # fmt: skip

@@ -7,11 +7,14 @@ normalisation, segment grid, padding, cross-fade weights, bag averaging), but on
 chunks, so a multi-hour VOD never has to sit in memory: it holds only the samples of the segments
 in flight and yields each region as soon as no later segment can touch it.
 
-The model itself is loaded and checked by :mod:`highlightsense.separator`.
+The model itself is loaded and checked by :mod:`highlightsense.separator`; with
+``runtime="openvino"`` HTDemucs' network runs compiled by OpenVINO
+(:mod:`highlightsense.openvino_separator`), the rest of the stream as it is.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -24,6 +27,7 @@ from demucs.htdemucs import HTDemucs
 from demucs.utils import center_trim
 from torch import nn
 
+from . import openvino_separator
 from .errors import MediaError, SettingsError
 from .progress import Progress
 from .separator import VOICE_SOURCE, Separator, members
@@ -118,6 +122,7 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         batch_size: int,
         workers: int,
         precision: str,
+        runtime: str,
         cancel: Callable[[], None] | None,
         progress: Progress | None,
     ) -> None:
@@ -139,6 +144,15 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         self._chunks = iter(chunks)
         if separator.device.type == "cpu":
             _attention_through_sdpa()
+        # one forward per model of the bag: mix (B, C, target) → (B, S, C, target); OpenVINO's
+        # workers get the torch threads the caller runs torch's with (runtime.Plan.threads)
+        self._forwards: list[Callable[[torch.Tensor], torch.Tensor]] = (
+            list(
+                openvino_separator.networks(separator, precision, workers, torch.get_num_threads())
+            )
+            if runtime == "openvino"
+            else [functools.partial(self._forward, model) for model, _ in self._models]
+        )
         self._pieces = self._run()
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,11 +198,11 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             sums = [_grow(s, out_end - out_start) for s in sums]
             weight_sum = _grow(weight_sum, out_end - out_start)
             self.max_output_held = max(self.max_output_held, weight_sum.shape[-1])
-            for (model, _), windows, acc in zip(self._models, self._windows, sums, strict=True):
+            for forward, windows, acc in zip(self._forwards, self._windows, sums, strict=True):
                 mix = torch.stack(
                     [_padded(inputs, input_start, windows[j], self._total) for j in batch]
                 )  # (B, C, target)
-                out = self._separate_batch(model, mix, pool)  # (B, S, C, target)
+                out = self._separate_batch(forward, mix, pool)  # (B, S, C, target)
                 for row, j in enumerate(batch):
                     at, length = grid[j].offset - out_start, grid[j].length
                     acc[..., at : at + length] += weight[:length] * center_trim(out[row], length)
@@ -279,9 +293,13 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         )
 
     def _separate_batch(
-        self, model: nn.Module, mix: torch.Tensor, pool: Executor | None
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        mix: torch.Tensor,
+        pool: Executor | None,
     ) -> torch.Tensor:
-        """mix: (B, C, target) → (B, S, C, target), its rows split between the workers.
+        """mix: (B, C, target) → (B, S, C, target) by one model's ``forward``, its rows split
+        between the workers.
 
         Each segment is separated independently, so splitting the batch changes nothing but
         speed: on a CPU, workers running single-threaded kernels on different segments keep every
@@ -289,9 +307,9 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         forward slow (measured in benchmarks/README.md).
         """
         if pool is None or len(mix) == 1:
-            return self._forward(model, mix)
+            return forward(mix)
         parts = mix.tensor_split(min(self._workers, len(mix)))
-        return torch.cat(list(pool.map(lambda part: self._forward(model, part), parts)))
+        return torch.cat(list(pool.map(forward, parts)))
 
     def _forward(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
         """mix: (B, C, target) on the model's device → (B, S, C, target) float32."""
@@ -370,6 +388,7 @@ def separate_stream(
     batch_size: int = 1,
     workers: int = 1,
     precision: str = "fp32",
+    runtime: str = "torch",
     cancel: Callable[[], None] | None = None,
     progress: Progress | None = None,
 ) -> StemStream:
@@ -382,8 +401,10 @@ def separate_stream(
     ``demucs.api.Separator(model, shifts=0, overlap=0.25, split=True).separate_tensor`` on the
     whole track. ``batch_size`` segments go through the model per call (faster on GPUs),
     split between ``workers`` threads (faster on CPUs with one torch thread per worker);
-    ``precision="bf16"`` runs it under bfloat16 autocast. ``cancel()`` is called before each
-    model call (it raises to stop); ``progress(fraction, message)`` after each.
+    ``precision="bf16"`` runs it under bfloat16 autocast, or with ``runtime="openvino"`` (CPUs,
+    HTDemucs) OpenVINO runs the network at that precision, compiled once per process for
+    ``workers`` (:func:`highlightsense.openvino_separator.networks`). ``cancel()`` is called
+    before each model call (it raises to stop); ``progress(fraction, message)`` after each.
     """
     if device is not None and torch.device(device) != separator.device:
         raise SettingsError(
@@ -398,6 +419,16 @@ def separate_stream(
         raise SettingsError(
             f"The separation precision must be one of {', '.join(PRECISIONS)}, not {precision!r}."
         )
+    if runtime not in openvino_separator.RUNTIMES:
+        raise SettingsError(
+            f"The separation runtime must be one of {', '.join(openvino_separator.RUNTIMES)}, "
+            f"not {runtime!r}."
+        )
+    if runtime == "openvino" and separator.device.type != "cpu":
+        raise SettingsError(
+            f"OpenVINO separates on CPUs only, and the separator was loaded on {separator.device}:"
+            " separate with runtime='torch'."
+        )
     if total_samples < 1:
         raise MediaError("The audio stream is empty: use a file with an audio track.")
     return StemStream(
@@ -409,6 +440,7 @@ def separate_stream(
         batch_size=batch_size,
         workers=workers,
         precision=precision,
+        runtime=runtime,
         cancel=cancel,
         progress=progress,
     )

@@ -22,6 +22,7 @@ from . import clips, stems
 from .errors import MediaError, ToolError
 from .media import MediaInfo
 from .results import Analysis
+from .runtime import torch_threads
 from .timecode import format_timestamp
 from .tools import run_tool, tool_reason
 from .transcripts import SAMPLE_RATE
@@ -90,18 +91,20 @@ def voice_of(
     if mix.shape[1] == 0:
         return np.zeros(0, np.float32)
     mean, std = stems.mix_stats([mix])
-    pieces = stems.separate_stream(
-        separator,
-        [mix],
-        total_samples=mix.shape[1],
-        mean=mean,
-        std=std,
-        batch_size=engine.plan.segments,
-        workers=engine.plan.workers,
-        precision=engine.precision,
-        cancel=cancel,
-    )
-    voice = torch.cat([v for v, _ in pieces], dim=1).mean(dim=0).numpy()  # (n,) mono
+    with torch_threads(engine.plan.threads):  # each worker's, as in the analysis
+        pieces = stems.separate_stream(
+            separator,
+            [mix],
+            total_samples=mix.shape[1],
+            mean=mean,
+            std=std,
+            batch_size=engine.plan.segments,
+            workers=engine.plan.workers,
+            precision=engine.precision,
+            runtime=engine.runtime,
+            cancel=cancel,
+        )
+        voice = torch.cat([v for v, _ in pieces], dim=1).mean(dim=0).numpy()  # (n,) mono
     return soxr.resample(voice, separator.samplerate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 

@@ -18,7 +18,7 @@ from conftest import make_media
 from demucs.states import save_with_checksum
 from demucs_fixtures import SOURCES, demucs_package
 
-from highlightsense import extract, media, outputs, pipeline, scoring, slices
+from highlightsense import extract, media, openvino_separator, outputs, pipeline, scoring, slices
 from highlightsense.engine import Engine
 from highlightsense.errors import Cancelled
 from highlightsense.results import Analysis
@@ -72,10 +72,13 @@ def test_engine_pickles_small_and_gpu_runner_path_gives_the_same_scores(vod, set
         fn, args = pickle.loads(pickle.dumps((fn, args)))
         return pickle.loads(pickle.dumps(fn(*args)))
 
-    plain = engine.analyze(vod)
+    # GPU calls separate with torch on a CPU (they may run in a forked process, where OpenVINO
+    # cannot): the one-pass run to compare with is torch's too
+    plain = Engine.create(dataclasses.replace(settings, separator_runtime="torch")).analyze(vod)
     sliced = engine.analyze(vod, gpu=gpu, slice_sec=30.0)
     assert calls == [("features_range", 30), ("features_range", 30), ("features_range", 10),
                      ("score", 70)]  # fmt: skip
+    assert sliced.settings.separator_runtime == "torch" and sliced.producer == plain.producer
     np.testing.assert_allclose(sliced.windows, plain.windows, atol=1e-4)
 
 
@@ -250,21 +253,14 @@ def rms(stem: torch.Tensor) -> torch.Tensor:
     return stem.square().mean().sqrt()
 
 
-def test_bf16_separation_keeps_the_planted_picks(learned_checkpoint, tiny_separator, planted_vod):
-    """``--precision auto`` picks bf16 on some CPUs: the learned model must pick the same
-    shouts, and every window's logit must stay within what bf16's rounding of the stems
-    explains (the derivation above)."""
+@pytest.fixture(scope="module")
+def fp32_planted(learned_checkpoint, tiny_separator, planted_vod):
+    """The planted VOD's fp32 windows, and the largest change in their logits that bf16's
+    rounding of the stems explains (the derivation above): (models, windows, bound)."""
     repo, name = tiny_separator
     models = {"weights": str(learned_checkpoint), "separator": name, "separator_repo": str(repo)}
-    engines = {
-        precision: Engine.create(
-            AnalysisSettings(**models, precision=precision, use_cache=False, device="cpu")
-        )
-        for precision in ("fp32", "bf16")
-    }
-    bf16 = engines["bf16"].analyze(planted_vod.path)
-    # fp32: Engine.features' steps by hand, keeping the stems for the noise
-    engine = engines["fp32"]
+    engine = Engine.create(AnalysisSettings(**models, precision="fp32", device="cpu"))
+    # Engine.features' steps by hand, keeping the stems for the noise
     info = media.probe(planted_vod.path)
     mix = extract.measure_mix(info, engine.separator.samplerate)
     pairs = list(extract.separated(info, engine.separator, mix, engine.plan, "fp32"))
@@ -274,14 +270,7 @@ def test_bf16_separation_keeps_the_planted_picks(learned_checkpoint, tiny_separa
         spec = extract.to_features([(voice, game)], mix.rate, "cpu", mix.frames)
         return engine.score(spec).windows
 
-    fp32 = dataclasses.replace(bf16, windows=scored(*stems))  # choose() reads only the windows
-    chosen = Selection(threshold=0.5)
-    picks = {
-        precision: [(h.start_sec, h.end_sec) for h in pipeline.choose(analysis, chosen)[0]]
-        for precision, analysis in (("fp32", fp32), ("bf16", bf16))
-    }
-    assert len(picks["fp32"]) == 3 and picks["bf16"] == picks["fp32"]
-
+    windows = scored(*stems)
     generator = torch.Generator().manual_seed(0)
     moved = []
     for _ in range(BF16_NOISE_DRAWS):
@@ -289,9 +278,41 @@ def test_bf16_separation_keeps_the_planted_picks(learned_checkpoint, tiny_separa
             stem + torch.randn(stem.shape, generator=generator) * BF16_STEM_NOISE * rms(stem)
             for stem in stems
         ]
-        moved.append(np.abs(logits(scored(*noisy)) - logits(fp32.windows)).max())
-    bound = BF16_NOISE_MARGIN * max(moved)
+        moved.append(np.abs(logits(scored(*noisy)) - logits(windows)).max())
+    return models, windows, BF16_NOISE_MARGIN * max(moved)
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        "torch",
+        pytest.param(
+            "openvino",
+            marks=pytest.mark.skipif(
+                not openvino_separator.available(), reason="OpenVINO is not installed"
+            ),
+        ),
+    ],
+)
+def test_bf16_separation_keeps_the_planted_picks(fp32_planted, planted_vod, runtime):
+    """``--precision auto`` picks bf16 on some CPUs, where torch's autocast or OpenVINO runs
+    Demucs' network: the learned model must pick the same shouts, and every window's logit must
+    stay within what bf16's rounding of the stems explains (the derivation above)."""
+    models, windows, bound = fp32_planted
+    settings = AnalysisSettings(
+        **models, precision="bf16", separator_runtime=runtime, use_cache=False, device="cpu"
+    )
+    bf16 = Engine.create(settings).analyze(planted_vod.path)
+    assert bf16.producer.endswith("+openvino") == (runtime == "openvino")
+    fp32 = dataclasses.replace(bf16, windows=windows)  # choose() reads only the windows
+    chosen = Selection(threshold=0.5)
+    picks = {
+        precision: [(h.start_sec, h.end_sec) for h in pipeline.choose(analysis, chosen)[0]]
+        for precision, analysis in (("fp32", fp32), ("bf16", bf16))
+    }
+    assert len(picks["fp32"]) == 3 and picks["bf16"] == picks["fp32"]
+
     change = np.abs(logits(bf16.windows) - logits(fp32.windows))
-    print(f"bf16 vs fp32: max |Δ logit| {change.max():.3f}, noise bound {bound:.3f}")
+    print(f"{runtime} bf16 vs fp32: max |Δ logit| {change.max():.3f}, noise bound {bound:.3f}")
     assert len(change) == len(fp32.windows) == 20 and bound > 0 and change.max() > 0
     assert change.max() <= bound
