@@ -127,13 +127,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedScheduling(config, log)
 
 
+RUN_CACHES: dict[str, str] = {}  # CACHE_ENV's variables → this run's folders
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test starts with the run's cache folders, whatever an earlier test left in the
+    environment: one that removed HIGHLIGHTSENSE_CACHE sent later tests' caches to ~/.cache."""
+    os.environ.update(RUN_CACHES)
+
+
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
     """Caches under this run's temporary folder, set before test modules import any library."""
     caches = config._tmp_path_factory.mktemp("caches", numbered=False)
     for name, folder in CACHE_ENV.items():
         (caches / folder).mkdir()
-        os.environ[name] = str(caches / folder)
+        os.environ[name] = RUN_CACHES[name] = str(caches / folder)
     from hypothesis.configuration import set_hypothesis_home_dir
 
     set_hypothesis_home_dir(caches / "hypothesis")  # not .hypothesis/ inside the repository

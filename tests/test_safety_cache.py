@@ -101,6 +101,8 @@ def test_every_damaged_entry_is_a_miss(cache_root):
 @settings(max_examples=80, deadline=None, database=None)
 @given(position=st.integers(0, 10_000), bit=st.integers(0, 7))
 def test_any_flipped_bit_is_a_miss_or_the_exact_array(tmp_path_factory, position, bit):
+    # (not monkeypatch: a function-scoped fixture is not reset between hypothesis' examples)
+    before = os.environ["HIGHLIGHTSENSE_CACHE"]  # the run's own, from conftest
     os.environ["HIGHLIGHTSENSE_CACHE"] = str(tmp_path_factory.mktemp("c"))
     try:
         original = spec(frames=20)
@@ -112,7 +114,8 @@ def test_any_flipped_bit_is_a_miss_or_the_exact_array(tmp_path_factory, position
         # A flip in the header's JSON may keep it meaning the same (a space turned into a tab).
         assert loaded is None or np.array_equal(loaded, original)
     finally:
-        del os.environ["HIGHLIGHTSENSE_CACHE"]
+        # put back, not deleted: without it the process's later tests used ~/.cache
+        os.environ["HIGHLIGHTSENSE_CACHE"] = before
 
 
 def test_things_in_the_way_are_tolerated(cache_root):
