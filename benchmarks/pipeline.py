@@ -206,13 +206,14 @@ def run_load(config: dict) -> dict:
 
 def warm_up(script: Path, config: dict, scratch: Path) -> str | None:
     """Load ``config``'s engine once in a fresh cache folder (the cold cost, returned as a line
-    to print) and once in ``config["cache"]``, so timed runs find OpenVINO's export there; None
-    where torch runs the network (nothing to warm)."""
+    to print), then in ``config["cache"]`` until timed runs find OpenVINO's export there (the
+    second load there is the warm cost printed); None where torch runs the network."""
     with tempfile.TemporaryDirectory(dir=scratch) as fresh:
         cold = common.run_child(script, {**config, "load": True, "cache": fresh})
     if cold["runtime"] != "openvino":
         return None
-    warm = common.run_child(script, {**config, "load": True})
+    common.run_child(script, {**config, "load": True})  # fills the timed runs' cache if empty
+    warm = common.run_child(script, {**config, "load": True})  # what each timed run then does
     return (
         f"OpenVINO first run ({label(config)}), cold cache: export {cold['export_cpu_sec']:.1f} s"
         f" + compile {cold['compile_cpu_sec']:.1f} s CPU; the whole load {cold['cpu_sec']:.1f} s"
