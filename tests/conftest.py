@@ -132,9 +132,10 @@ RUN_CACHES: dict[str, str] = {}  # CACHE_ENV's variables → this run's folders
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Each test starts with the run's cache folders, whatever an earlier test left in the
-    environment: one that removed HIGHLIGHTSENSE_CACHE sent later tests' caches to ~/.cache."""
-    os.environ.update(RUN_CACHES)
+    """No test starts without a cache folder of the run's: one that removed HIGHLIGHTSENSE_CACHE
+    sent later tests' caches to ~/.cache. (A module's fixture may point one elsewhere.)"""
+    for name, folder in RUN_CACHES.items():
+        os.environ.setdefault(name, folder)
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
