@@ -431,6 +431,11 @@ def _compile_ir(ir: list[np.ndarray], config: dict[str, Any]) -> Any:
     return _core().compile_model(model, "CPU", config)
 
 
+def _starts_with_magic(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(len(MAGIC)) == MAGIC
+
+
 def _read_entry(path: Path, parts: int) -> list[np.ndarray] | None:
     """The ``parts`` uint8 arrays an entry holds, or None when anything about it is wrong: not a
     plain file, another format, a size or checksum that does not match."""
@@ -490,12 +495,16 @@ def _write_entry(path: Path, parts: list[np.ndarray]) -> None:
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Remove the least recently used entries beyond MAX_BYTES (never ``keep``)."""
+    """Remove the least recently used entries beyond MAX_BYTES (never ``keep``, and only files
+    that start as our entries do: the cache folder may be one a user named)."""
     entries = [
         entry
         for suffix in (IR_SUFFIX, COMPILED_SUFFIX)
         for entry in folder.glob(f"*{suffix}")
-        if entry.is_file() and not entry.name.startswith(".")
+        if entry.is_file()
+        and not entry.is_symlink()
+        and not entry.name.startswith(".")
+        and _starts_with_magic(entry)
     ]
     entries.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
     total = 0

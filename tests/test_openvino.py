@@ -343,3 +343,24 @@ def test_importing_openvino_sends_and_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "openvino.tools.ovc.telemetry_stub"
     assert list(home.iterdir()) == []
+
+
+def test_pruning_removes_only_our_oldest_entries(tmp_path: Path, monkeypatch) -> None:
+    """Beyond the limit the least recently used entries go, but never the one just written,
+    and never a file that is not one of ours (a user's model that happens to end in .ir)."""
+    folder = tmp_path / "openvino"
+    folder.mkdir()
+    users = folder / "my model.ir"
+    users.write_bytes(bytes(5000))
+    os.utime(users, (1, 1))  # the oldest of all
+    part = np.zeros(1000, dtype=np.uint8)
+    monkeypatch.setattr(openvino_separator, "MAX_BYTES", 2500)  # two entries of ≈ 1.1 kB fit
+    written = []
+    for i in range(4):
+        path = folder / f"entry{i}{openvino_separator.IR_SUFFIX}"
+        openvino_separator._write_entry(path, [part])
+        os.utime(path, (10 + i, 10 + i))
+        written.append(path)
+    openvino_separator._prune(folder, written[-1])
+    assert [path.exists() for path in written] == [False, False, True, True]
+    assert users.read_bytes() == bytes(5000)
