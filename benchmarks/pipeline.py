@@ -113,11 +113,7 @@ def run_ours(config: dict) -> dict:
         config["vod"],
         out_dir=out_dir,
         weights=config["weights"],
-        separator=config["name"],
-        separator_repo=config["repo"],
-        device="cpu",
-        precision=config.get("precision", "fp32"),
-        separator_runtime=config.get("separator_runtime", "auto"),
+        **analysis_args(config),
         batch_size=config.get("batch_size"),
         use_cache=False,
     )
@@ -185,11 +181,7 @@ def run_load(config: dict) -> dict:
     openvino_separator._compiled = cpu_timed("build", openvino_separator._compiled)
     settings = AnalysisSettings(
         weights=config["weights"],
-        separator=config["name"],
-        separator_repo=config["repo"],
-        device="cpu",
-        precision=config.get("precision", "fp32"),
-        separator_runtime=config.get("separator_runtime", "auto"),
+        **analysis_args(config),
     )
     began, usage = time.perf_counter(), common.cpu_usage()
     engine = Engine.create(settings).load()
@@ -201,6 +193,17 @@ def run_load(config: dict) -> dict:
         "export_cpu_sec": cpu.get("export", 0.0),
         "compile_cpu_sec": cpu.get("build", 0.0) - cpu.get("export", 0.0),
         "peak_rss_mib": common.peak_rss_mib(),
+    }
+
+
+def analysis_args(config: dict) -> dict:
+    """The settings of ``config`` that both the timed runs and the warm-up load pass."""
+    return {
+        "separator": config["name"],
+        "separator_repo": config["repo"],
+        "device": "cpu",
+        "precision": config.get("precision", "fp32"),
+        "separator_runtime": config.get("separator_runtime", "auto"),
     }
 
 

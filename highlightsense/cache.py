@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import features, media
-from .files import cache_dir, hash_file, write_atomic
+from .files import cache_dir, entry_header, hash_file, read_entry_header, write_atomic
 
 FEATURE_VERSION = 2  # bump when the features or the entry format change: old entries are unused
 MAX_BYTES_ENV = "HIGHLIGHTSENSE_CACHE_MAX_GB"
 MAX_BYTES_DEFAULT = 4 << 30  # bytes of features kept (a 3-hour VOD is ≈ 300 MB)
 MAGIC = b"HSFEAT\x00\x02"  # first bytes of an entry
 DTYPE = "<f4"  # little-endian float32
-MAX_HEADER = 1024  # bytes of JSON header read back
 SUFFIX = ".feat"
 OLD_SUFFIXES = (".npy",)  # entries of earlier versions, pruned like the others
 
@@ -75,12 +72,7 @@ def _read_entry(path: Path) -> np.ndarray | None:
     if not path.is_file():  # a folder, a pipe or nothing at the entry's path
         return None
     with open(path, "rb") as file:
-        if file.read(len(MAGIC)) != MAGIC:
-            return None
-        (length,) = struct.unpack("<I", file.read(4).rjust(4, b"\0"))
-        if length > MAX_HEADER:
-            return None
-        header = json.loads(file.read(length))
+        header = read_entry_header(file, MAGIC)
         if not isinstance(header, dict):
             return None
         shape = header.get("shape")
@@ -117,10 +109,12 @@ def load(key: str) -> np.ndarray | None:
 
 def _entry_bytes(spec: np.ndarray) -> bytes:
     payload = np.ascontiguousarray(spec, dtype=DTYPE).tobytes()
-    header = json.dumps(
-        {"dtype": DTYPE, "shape": list(spec.shape), "sha256": hashlib.sha256(payload).hexdigest()}
-    ).encode()
-    return MAGIC + struct.pack("<I", len(header)) + header + payload
+    header = {
+        "dtype": DTYPE,
+        "shape": list(spec.shape),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    return entry_header(MAGIC, header) + payload
 
 
 def store(key: str, spec: np.ndarray) -> bool:

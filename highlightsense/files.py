@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 CACHE_ENV = "HIGHLIGHTSENSE_CACHE"
 HASH_BLOCK = 4 << 20  # bytes read at a time when hashing a file
+MAX_HEADER = 1024  # bytes of a cache entry's JSON header read back at most
 
 
 def cache_dir() -> Path:
@@ -50,3 +54,21 @@ def write_atomic(target: Path, data: bytes | str) -> None:
     """Write ``data`` to ``target`` through :func:`atomic_path`."""
     with atomic_path(target) as temporary:
         temporary.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def read_entry_header(file: BinaryIO, magic: bytes) -> Any:
+    """The JSON header of a cache entry (``magic``, a 4-byte little-endian length, the JSON),
+    read from ``file``'s start; None when the entry is not one of this kind. Raises ValueError
+    for a header that is not JSON (the caller's miss)."""
+    if file.read(len(magic)) != magic:
+        return None
+    (length,) = struct.unpack("<I", file.read(4).rjust(4, b"\0"))
+    if length > MAX_HEADER:
+        return None
+    return json.loads(file.read(length))
+
+
+def entry_header(magic: bytes, header: dict) -> bytes:
+    """The bytes :func:`read_entry_header` reads back as ``header``."""
+    text = json.dumps(header).encode()
+    return magic + struct.pack("<I", len(text)) + text

@@ -28,10 +28,8 @@ import functools
 import hashlib
 import importlib.util
 import io
-import json
 import os
 import queue
-import struct
 import sys
 import tempfile
 import warnings
@@ -48,7 +46,7 @@ from torch import nn
 
 from . import cpu
 from .errors import SettingsError
-from .files import atomic_path, cache_dir
+from .files import atomic_path, cache_dir, entry_header, read_entry_header
 from .separator import Separator, members
 
 OPSET = 17  # ONNX opset of the export (LayerNormalization needs 17)
@@ -57,7 +55,6 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}  # separation precision → OpenVINO's i
 INPUTS, OUTPUTS = ("mag", "mix"), ("x", "xt")  # the exported network's tensor names
 EXAMPLE_SEED = 0  # of the random segment the export traces (every input traces the same graph)
 MAGIC = b"HSOVINO\x01"  # first bytes of an entry
-MAX_HEADER = 1024  # bytes of JSON header read back
 MAX_ENTRY = 2 << 30  # bytes of an entry read back at most (htdemucs: ≈ 150 MB)
 IR_SUFFIX = ".ir"  # the exported network: OpenVINO IR's xml and weights
 COMPILED_SUFFIX = ".compiled"  # the network compiled for one CPU, precision and stream count
@@ -443,19 +440,14 @@ def _read_entry(path: Path, parts: int) -> list[np.ndarray] | None:
         if path.is_symlink() or not path.is_file():
             return None
         with open(path, "rb") as file:
-            if file.read(len(MAGIC)) != MAGIC:
-                return None
-            (length,) = struct.unpack("<I", file.read(4).rjust(4, b"\0"))
-            if length > MAX_HEADER:
-                return None
-            header = json.loads(file.read(length))
+            header = read_entry_header(file, MAGIC)
             sizes = header.get("sizes") if isinstance(header, dict) else None
             if (
                 not isinstance(sizes, list)
                 or len(sizes) != parts
                 or not all(type(n) is int and n > 0 for n in sizes)
                 or sum(sizes) > MAX_ENTRY
-                or os.fstat(file.fileno()).st_size != len(MAGIC) + 4 + length + sum(sizes)
+                or os.fstat(file.fileno()).st_size != file.tell() + sum(sizes)
             ):
                 return None
             # read, not mapped: OpenVINO reads its weights from this memory while it runs, and
@@ -477,11 +469,13 @@ def _write_entry(path: Path, parts: list[np.ndarray]) -> None:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
-    header = json.dumps({"sizes": [part.size for part in parts], "sha256": digest.hexdigest()})
+    header = entry_header(
+        MAGIC, {"sizes": [part.size for part in parts], "sha256": digest.hexdigest()}
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
-            file.write(MAGIC + struct.pack("<I", len(header)) + header.encode())
+            file.write(header)
             for part in parts:
                 file.write(part.tobytes())
     except OSError as err:

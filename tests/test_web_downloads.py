@@ -17,18 +17,11 @@ from highlightsense.web import config, downloads
 LIMIT = 1024**2  # bytes, the tests' app's 1 MB
 
 
-@pytest.fixture(scope="module")
-def server():
-    running = LinkServer()
-    yield running
-    running.close()
-
-
 @pytest.fixture
-def through(server: LinkServer, monkeypatch: pytest.MonkeyPatch) -> LinkServer:
-    for name, value in server.env().items():
+def through(link_server: LinkServer, monkeypatch: pytest.MonkeyPatch) -> LinkServer:
+    for name, value in link_server.env().items():
         monkeypatch.setenv(name, value)
-    return server
+    return link_server
 
 
 def fetch(name: str, cache: Path) -> str:
