@@ -175,6 +175,9 @@ def test_a_visitors_run_from_upload_to_downloads(browser, app, shots, tmp_path_f
     assert page.locator("#score-plot").is_visible()
     page.screenshot(path=str(shots / "minimum-score.png"), full_page=True)
     page.get_by_label("Share of the VOD to beat").first.check()
+    # "No highlights" holds "highlight" too: wait for the new picks, or they may land after the
+    # next step's sentence and replace it
+    sync_api.expect(page.locator("#status")).not_to_contain_text("No highlights")
     wait_results(page)
 
     # item 3: a bad file after a good run: one visible sentence, the results stay
