@@ -156,12 +156,37 @@ class Network(nn.Module):
 NetworkCall = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def split_forward(model: HTDemucs, network: NetworkCall, mix: torch.Tensor) -> torch.Tensor:
+def split_forward(
+    model: HTDemucs, network: NetworkCall, mix: torch.Tensor, voice: int | None = None
+) -> torch.Tensor:
     """mix (B, C, L), L the full segment → (B, S, C, L): ``HTDemucs.forward`` with
-    ``network(mag, mix) → (x, xt)`` in place of its encoders, transformer and decoders."""
+    ``network(mag, mix) → (x, xt)`` in place of its encoders, transformer and decoders.
+
+    With ``voice`` (a source's index; only where :func:`can_pair` says so): (B, 2, C, L), that
+    source and the sum of the others. Masking and the iSTFT are linear, so the others are summed
+    before them: two iSTFTs instead of four, the slowest part left in torch (HTDemucs-sized, one
+    thread: 0.19 → 0.09 s of a segment's 0.21 s of masking and iSTFT).
+    """
     z = model._spec(mix)
     x, xt = network(model._magnitude(z), mix)
+    if voice is not None:
+        x, xt = _voice_and_rest(x, voice), _voice_and_rest(xt, voice)
     return xt + model._ispec(model._mask(z, x), mix.shape[-1])
+
+
+def can_pair(model: HTDemucs) -> bool:
+    """Whether ``model``'s masking is linear in the network's output (complex-as-channels, or a
+    plain mask without Wiener filtering), so sources may be summed before it."""
+    return bool(model.cac) or model.wiener_iters < 0
+
+
+def _voice_and_rest(t: torch.Tensor, voice: int) -> torch.Tensor:
+    """(B, S, …) → (B, 2, …): source ``voice`` and the sum of the others, in source order."""
+    rest = torch.zeros_like(t[:, voice])
+    for index in range(t.shape[1]):
+        if index != voice:
+            rest += t[:, index]
+    return torch.stack([t[:, voice], rest], 1)
 
 
 class CompiledNetwork:
@@ -176,9 +201,12 @@ class CompiledNetwork:
         self._buffers = buffers
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
 
-    def __call__(self, mix: torch.Tensor) -> torch.Tensor:
+    def __call__(self, mix: torch.Tensor, voice: int | None = None) -> torch.Tensor:
+        """(B, S, C, L), or with ``voice`` (B, 2, C, L) (see :func:`split_forward`)."""
         with torch.no_grad():  # the network was exported for one segment at a time
-            return torch.cat([split_forward(self.model, self._network, row[None]) for row in mix])
+            return torch.cat(
+                [split_forward(self.model, self._network, row[None], voice) for row in mix]
+            )
 
     def _network(self, mag: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:

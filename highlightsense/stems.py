@@ -153,6 +153,18 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             if runtime == "openvino"
             else [functools.partial(self._forward, model) for model, _ in self._models]
         )
+        # OpenVINO's networks hand back the voice and the sum of the others (two sources, not
+        # S) where that sum commutes with the bag's averaging; the stems are the same
+        self._voice = separator.sources.index(VOICE_SOURCE)
+        self._paired = runtime == "openvino" and all(
+            openvino_separator.can_pair(model) and _even_rest(weights, self._voice)
+            for model, weights in self._models
+        )
+        if self._paired:
+            self._forwards = [functools.partial(f, voice=self._voice) for f in self._forwards]
+            self._source_weights = torch.tensor(
+                [[w[self._voice], _rest_weight(w, self._voice)] for _, w in self._models]
+            )[..., None, None]
         self._pieces = self._run()
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +180,7 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
     def _loop(self, pool: Executor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self._separator.device
         channels = self._separator.audio_channels
-        sources = len(self._separator.sources)
+        sources = 2 if self._paired else len(self._separator.sources)
         weight = _crossfade(self._segment_length, device)  # (segment_length,)
         # Offsets and lengths are the same for every model of a bag; only the padding differs.
         grid = self._windows[0]
@@ -233,7 +245,9 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         """Finished overlap-add sums (S, C, n) per model → (voice (C, n), game (C, n)) on CPU.
 
         The same operations in the same order as apply_model's bag averaging, separate_tensor's
-        de-normalisation and the CLI's ``--other-method add``.
+        de-normalisation and the CLI's ``--other-method add``. Paired sums (voice, rest) hold
+        the other sources already summed: the rest, de-normalised once, gets the mean each of
+        them would have added.
         """
         device = weight_sum.device
         source_weights = self._source_weights.to(device)  # (models, S, 1, 1)
@@ -241,7 +255,10 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         for acc, weights in zip(sums, source_weights, strict=True):
             estimate = estimate + acc / weight_sum * weights
         estimate = estimate / source_weights.sum(0) * self._std.to(device) + self._mean.to(device)
-        vocals = self._separator.sources.index(VOICE_SOURCE)
+        if self._paired:
+            others = len(self._separator.sources) - 1
+            return estimate[0].to("cpu", copy=True), (estimate[1] + (others - 1) * self._mean).cpu()
+        vocals = self._voice
         game = torch.zeros_like(estimate[vocals])
         for index, source in enumerate(estimate):
             if index != vocals:
@@ -324,6 +341,16 @@ class StemStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
             ),
         ):
             return model(mix).float()
+
+
+def _even_rest(weights: list[float], voice: int) -> bool:
+    """Whether a bag member weighs every source but the voice alike: then summing them before
+    the bag's per-source averaging gives the same game."""
+    return len({w for index, w in enumerate(weights) if index != voice}) == 1
+
+
+def _rest_weight(weights: list[float], voice: int) -> float:
+    return next(w for index, w in enumerate(weights) if index != voice)
 
 
 def _attention_through_sdpa() -> None:

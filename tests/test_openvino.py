@@ -129,6 +129,39 @@ def test_bf16_stems_stay_within_bf16s_bound(tiny, exact, fresh) -> None:
         assert error > (0 if ran_bf16 else -1)
 
 
+@needs_openvino
+@pytest.mark.parametrize(
+    ("weights", "paired"),
+    [
+        ([[1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 2.0]], True),  # others alike in each member
+        ([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]], False),  # htdemucs_ft-like: not alike
+    ],
+)
+def test_a_bags_stems_equal_torchs_with_the_other_sources_summed_first(
+    tmp_path: Path, fresh, weights, paired
+) -> None:
+    """Where every member weighs the sources other than the voice alike, OpenVINO's networks
+    hand back (voice, sum of the others) and the game gets each source's de-normalising mean:
+    the stems are torch's at fp32 (same bound as one model); elsewhere all four are kept."""
+    for seed, name in ((21, "aaaa0001"), (22, "aaaa0002")):
+        save_with_checksum(demucs_package(tiny_htdemucs(seed)), tmp_path / f"{name}.th")
+    bag = {"models": ["aaaa0001", "aaaa0002"], "weights": weights}
+    (tmp_path / "pair.yaml").write_text(yaml.safe_dump(bag))
+    tiny_bag = separator.load_separator("pair", tmp_path)
+    # the mix is offset, so a missing or doubled mean in the game shows
+    mix = MIX + 0.05
+    reference = separate_all(tiny_bag, mix, 30_000)
+    stream = stems.separate_stream(
+        tiny_bag, [mix], total_samples=mix.shape[-1], mean=0.0, std=1.0, runtime="openvino"
+    )
+    assert stream._paired is paired
+    ours = separate_all(tiny_bag, mix, 30_000, precision="fp32", runtime="openvino", workers=2,
+                        batch_size=2)  # fmt: skip
+    for got, want in zip(ours, reference, strict=True):
+        assert got.shape == want.shape
+        assert (got - want).abs().max() < FP32_RELATIVE * want.abs().max()
+
+
 # --- the cache -----------------------------------------------------------------------------
 
 
