@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,10 +140,12 @@ class Engine:
         progress: Progress | None = None,
         stems_dir: Path | None = None,
         keeper: VoiceKeeper | None = None,
+        ahead: ReadAhead | None = None,
     ) -> np.ndarray:
         """media → (2, 80, T) float32 log-mel (voice, game), in one streaming pass; the
         ``keeper`` keeps the separated voice on the way (not the voice of ``--tracks``: that
-        track is decoded directly when needed)."""
+        track is decoded directly when needed). ``ahead``: the first pass over the audio,
+        started before (see :class:`ReadAhead`)."""
         stages = Stages(progress, {k: STAGE_WEIGHTS[k] for k in ("read", "separate")})
         separator = self.separator
         taps = []
@@ -151,7 +154,10 @@ class Engine:
             pairs = extract.from_tracks(info, voice, game, stages("separate"))
             rate, frames = extract.TRACKS_RATE, None  # the length is known only at the end
         else:
-            mix = extract.measure_mix(info, separator.samplerate, stages("read"))
+            if ahead is not None:
+                mix = ahead.result(stages("read"))
+            else:
+                mix = extract.measure_mix(info, separator.samplerate, stages("read"))
             pairs = extract.separated(
                 info, separator, mix, self.plan, self.precision, self.runtime, stages("separate")
             )
@@ -293,28 +299,38 @@ class Engine:
                 f"{path.name} has {len(info.audio_streams)} audio track(s); choose voice and game "
                 f"tracks between 1 and {len(info.audio_streams)}."
             )
-        self.load()  # fail on bad models before separating
-        cpu.tune_allocator()  # big freed buffers reused, not unmapped and faulted in again
-        seconds["probe"] = time.perf_counter() - began
+        # one pass over the audio (ffmpeg's decode and Demucs' normalisation) runs while the
+        # models load: the decoder is another process, and the loads leave a core idle
+        ahead = None
+        if gpu is None and tracks is None:
+            with torch_threads(LOAD_THREADS):  # as load() builds it (the separator is cached)
+                ahead = ReadAhead(info, self.separator)
+        try:
+            self.load()  # fail on bad models before separating
+            cpu.tune_allocator()  # big freed buffers reused, not unmapped and faulted in again
+            seconds["probe"] = time.perf_counter() - began
 
-        began = time.perf_counter()
-        key, spec = None, None
-        if self.settings.use_cache:
-            key = cache.feature_key(cache.content_hash(path), self.producer)
-            if stems_dir is None:  # stems were asked for: separate again to write them
-                spec = cache.load(key)
-        from_cache = spec is not None
-        keeper = VoiceKeeper(voice_dir) if keep_voice else None
-        if spec is None:
-            sliced = gpu is not None and tracks is None and stems_dir is None
-            if sliced and slices.can_slice(self.separator.samplerate):
-                spec = self._features_in_slices(
-                    info, stages("features"), gpu, slice_sec, key, keeper
-                )
-            else:
-                spec = self.features(info, stages("features"), stems_dir, keeper)
-                if key is not None:
-                    cache.store(key, spec)
+            began = time.perf_counter()
+            key, spec = None, None
+            if self.settings.use_cache:
+                key = cache.feature_key(cache.content_hash(path), self.producer)
+                if stems_dir is None:  # stems were asked for: separate again to write them
+                    spec = cache.load(key)
+            from_cache = spec is not None
+            keeper = VoiceKeeper(voice_dir) if keep_voice else None
+            if spec is None:
+                sliced = gpu is not None and tracks is None and stems_dir is None
+                if sliced and slices.can_slice(self.separator.samplerate):
+                    spec = self._features_in_slices(
+                        info, stages("features"), gpu, slice_sec, key, keeper
+                    )
+                else:
+                    spec = self.features(info, stages("features"), stems_dir, keeper, ahead)
+                    if key is not None:
+                        cache.store(key, spec)
+        finally:
+            if ahead is not None:
+                ahead.stop()  # not needed (the features came from the cache) or failed
         seconds["separate+features"] = time.perf_counter() - began
         info = _with_decoded_length(info, spec.shape[-1])
 
@@ -338,6 +354,62 @@ class Engine:
             features_from_cache=from_cache,
             voice=None if keeper is None else keeper.kept(),
         )
+
+
+class ReadAhead:
+    """:func:`extract.measure_mix` of ``info`` at the separator's rate, in a thread of its own
+    from now on; :meth:`result` waits for it, reporting its progress in the caller's thread
+    (where a cancel raises) and raising its exceptions there; :meth:`stop` ends it at its next
+    chunk when nobody will ask. With no separator (the tracks are the stems) there is nothing to
+    measure: :meth:`result` is never asked."""
+
+    POLL = 0.25  # s between two progress reports while waiting
+
+    def __init__(self, info: media.MediaInfo, separator: Separator | None) -> None:
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+        self._progress = (0.0, "Reading the audio")
+        self._mix: extract.Mix = None  # type: ignore[assignment]  # set once done, or an error
+        self._error: BaseException | None = None
+        self._thread = None
+        if separator is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(info, separator.samplerate), name="read-ahead", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, info: media.MediaInfo, rate: int) -> None:
+        def check(fraction: float, message: str) -> None:
+            self._progress = (fraction, message)
+            if self._stopped.is_set():
+                raise _Stopped
+
+        try:
+            self._mix = extract.measure_mix(info, rate, check)
+        except BaseException as exc:  # handed to result(), where the caller is
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self, progress: Progress | None = None) -> extract.Mix:
+        if self._thread is None:
+            raise RuntimeError("ReadAhead.result without a separator")
+        report = progress or (lambda fraction, message: None)
+        while not self._done.wait(self.POLL):
+            report(*self._progress)
+        if self._error is not None:
+            raise self._error
+        report(*self._progress)
+        return self._mix
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _Stopped(Exception):
+    """ReadAhead was stopped: its read is not wanted."""
 
 
 def _with_decoded_length(info: media.MediaInfo, frames: int) -> media.MediaInfo:

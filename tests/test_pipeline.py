@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import wave
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from demucs_fixtures import SOURCES, demucs_package
 
 from highlightsense import extract, media, openvino_separator, outputs, pipeline, scoring, slices
 from highlightsense.engine import Engine
+from highlightsense.engine import ReadAhead as engine_read_ahead
 from highlightsense.errors import Cancelled
 from highlightsense.results import Analysis
 from highlightsense.settings import AnalysisSettings, Selection
@@ -163,6 +167,67 @@ def test_score_windows_accepts_numpy_and_torch():
     from_torch = scoring.score_windows(model, torch.from_numpy(spec))
     np.testing.assert_array_equal(from_numpy, from_torch)
     assert from_numpy.shape == (2, 3)
+
+
+def test_the_read_ahead_gives_the_same_mix_and_stops_when_not_wanted(vod, settings, monkeypatch):
+    """The first pass over the audio runs while the models load: the same Mix as reading it
+    then; the waiting caller sees its progress and can cancel it; a run whose features come
+    from the cache stops it, with no thread or decoder left."""
+    engine = Engine.create(settings)
+    info = media.probe(vod)
+    separator = engine.separator
+    expected = extract.measure_mix(info, separator.samplerate)
+    assert engine_read_ahead(info, separator).result() == expected
+
+    # a slow read: the caller's progress hears of it while waiting, and its raise stops it
+    chunks_read = []
+
+    def slow(info, rate, progress):
+        for chunk in range(100):
+            chunks_read.append(chunk)
+            progress(chunk / 100, "Reading the audio")
+            time.sleep(0.05)
+        return expected
+
+    monkeypatch.setattr(extract, "measure_mix", slow)
+    ahead = engine_read_ahead(info, separator)
+    heard = []
+
+    def cancel(fraction, message):
+        heard.append(fraction)
+        if fraction > 0.1:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        ahead.result(cancel)
+    ahead.stop()
+    assert heard and len(chunks_read) < 100  # cancelled part way, not at the end
+    monkeypatch.undo()
+
+    # features from the cache: the (slow) read started beside the loads is stopped part way,
+    # and no thread or decoder is left
+    cached = dataclasses.replace(settings, use_cache=True)
+    first = Engine.create(cached).analyze(vod)
+    started = []
+    original = engine_read_ahead.__init__
+
+    def counting(self, *args):
+        original(self, *args)
+        started.append(self)
+
+    monkeypatch.setattr(engine_read_ahead, "__init__", counting)
+    monkeypatch.setattr(extract, "measure_mix", slow)
+    chunks_read.clear()
+    second = Engine.create(cached).analyze(vod)
+    assert not first.features_from_cache and second.features_from_cache
+    assert len(started) == 1 and not started[0]._thread.is_alive()
+    assert 0 < len(chunks_read) < 100
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+    ffmpeg_children = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "ffmpeg"], capture_output=True, text=True
+    ).stdout.split()
+    assert ffmpeg_children == []
+    np.testing.assert_array_equal(first.windows, second.windows)
 
 
 def test_the_mix_is_decoded_at_the_separators_own_rate(tmp_path, checkpoint):
