@@ -127,6 +127,72 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedScheduling(config, log)
 
 
+# The quick run while you work (README, "Tests"): ``pytest -m "not slow"`` leaves out what
+# starts app servers, browsers, Ray, the benchmark scripts, training or a full analysis of a
+# generated VOD in its own processes — the tests that took about 7 s or more in a whole run
+# (December 2026). The README's command, and CI, run everything. A file name marks the file.
+SLOW = (
+    "test_app.py",  # app servers (test_app_browser.py, test_chat_*.py run in its process)
+    "test_app_browser.py",
+    "test_chat_app.py",
+    "test_chat_browser.py",
+    "test_benchmarks.py",
+    "test_gpu_check.py",
+    "test_batch_ray.py",
+    "test_chat_planted.py",
+    "test_chat_readme.py",
+    "test_readme.py",
+    "test_batch.py::test_sigterm_keeps_finished_vods_and_a_rerun_completes",
+    "test_batch.py::test_benchmark_prints_its_table",
+    "test_batch.py::test_each_vod_folder_equals_a_detect_run",
+    "test_batch.py::test_ten_thousand_line_list_is_streamed",
+    "test_batch.py::test_cli_exit_codes_and_summary",
+    "test_batch.py::test_readme_many_vods_commands",
+    "test_captions.py::test_cli_writes_captions_everywhere",
+    "test_captions.py::test_readme_captions_command",
+    "test_captions.py::test_reselection_reuses_transcripts_and_a_rerun_replaces_the_output",
+    "test_cli.py::test_end_to_end_outputs",
+    "test_cli.py::test_multitrack_recording_skips_separation",
+    "test_cli.py::test_audio_only_input_gives_audio_clips",
+    "test_pipeline.py::test_bf16_separation_keeps_the_planted_picks",
+    "test_pipeline.py::test_engine_pickles_small_and_gpu_runner_path_gives_the_same_scores",
+    "test_pipeline.py::test_slices_concatenate_to_the_whole_track_features",
+    "test_pipeline.py::test_progress_is_monotonic_and_raising_in_it_cancels",
+    "test_zerogpu.py::test_an_analysis_through_spaces_asks_for_what_the_plan_says",
+    "test_zerogpu.py::test_slices_finished_before_the_quota_ran_out_are_kept",
+    "test_zerogpu.py::test_the_app_runs_through_spaces_without_zerogpu",
+    "test_safety_cache.py::test_a_damaged_entry_is_recomputed_and_overwritten",
+    "test_safety_outfolder.py::test_empty_folder_is_used_in_place_and_a_rerun_replaces_our_output",
+    "test_safety_outfolder.py::test_a_cache_that_cannot_be_written_does_not_lose_the_analysis",
+    "test_safety_signals.py::test_sigkill_leaves_no_encoder_and_the_next_run_sweeps_its_staging",
+    "test_safety_media.py::test_a_cut_of_the_largest_frame_stays_within_its_memory_estimate",
+    "test_safety_media.py::test_a_container_understating_its_length_is_analysed_in_full",
+    "test_training.py::test_torchrun_two_processes",
+    "test_voice.py::test_the_kept_voice_is_the_full_separation_resampled_within_int16_rounding",
+    "test_voice.py::test_beyond_the_limit_nothing_is_kept_and_captions_separate_again",
+    "test_voice.py::test_keeping_changes_neither_the_scores_nor_the_cache",
+    "test_voice.py::test_zerogpu_slices_keep_the_one_pass_voice",
+    "test_web_library.py::test_previews_then_exact_cuts_and_the_store_stays_bounded",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark SLOW's tests ``slow``; a whole run checks that each of its names still names one."""
+    used = set()
+    for item in items:
+        name = Path(item.fspath).name
+        test = f"{name}::{item.originalname}"
+        for key in (name, test):
+            if key in SLOW:
+                item.add_marker(pytest.mark.slow)
+                used.add(key)
+    if {str(Path(a)) for a in config.args} <= {"tests", str(Path(__file__).parent)}:
+        unknown = sorted(set(SLOW) - used)
+        if unknown:
+            raise pytest.UsageError(f"conftest.SLOW names no collected test: {', '.join(unknown)}")
+
+
+RUN_CACHES: dict[str, str] = {}  # CACHE_ENV's variables → this run's folders
 RUN_CACHES: dict[str, str] = {}  # CACHE_ENV's variables → this run's folders
 
 
