@@ -169,7 +169,9 @@ def test_score_windows_accepts_numpy_and_torch():
     assert from_numpy.shape == (2, 3)
 
 
-def test_the_read_ahead_gives_the_same_mix_and_stops_when_not_wanted(vod, settings, monkeypatch):
+def test_the_read_ahead_gives_the_same_mix_and_stops_when_not_wanted(
+    vod, settings, monkeypatch, tmp_path
+):
     """The first pass over the audio runs while the models load: the same Mix as reading it
     then; the waiting caller sees its progress and can cancel it; a run whose features come
     from the cache stops it, with no thread or decoder left."""
@@ -207,6 +209,7 @@ def test_the_read_ahead_gives_the_same_mix_and_stops_when_not_wanted(vod, settin
     # features from the cache: the (slow) read started beside the loads is stopped part way,
     # and no thread or decoder is left
     cached = dataclasses.replace(settings, use_cache=True)
+    monkeypatch.setenv("HIGHLIGHTSENSE_CACHE", str(tmp_path / "cache"))  # other tests cache vod
     first = Engine.create(cached).analyze(vod)
     started = []
     original = engine_read_ahead.__init__
