@@ -127,7 +127,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedScheduling(config, log)
 
 
-# The quick run while you work (README, "Tests"): ``pytest -m "not slow"`` leaves out what
+# The quick run while you work (README, "Two commands"): ``pytest -m "not slow"`` leaves out what
 # starts app servers, browsers, Ray, the benchmark scripts, training or a full analysis of a
 # generated VOD in its own processes — the tests that took about 7 s or more in a whole run
 # (December 2026). The README's command, and CI, run everything. A file name marks the file.
