@@ -360,23 +360,20 @@ class ReadAhead:
     """:func:`extract.measure_mix` of ``info`` at the separator's rate, in a thread of its own
     from now on; :meth:`result` waits for it, reporting its progress in the caller's thread
     (where a cancel raises) and raising its exceptions there; :meth:`stop` ends it at its next
-    chunk when nobody will ask. With no separator (the tracks are the stems) there is nothing to
-    measure: :meth:`result` is never asked."""
+    chunk when nobody will ask."""
 
     POLL = 0.25  # s between two progress reports while waiting
 
-    def __init__(self, info: media.MediaInfo, separator: Separator | None) -> None:
+    def __init__(self, info: media.MediaInfo, separator: Separator) -> None:
         self._stopped = threading.Event()
         self._done = threading.Event()
         self._progress = (0.0, "Reading the audio")
         self._mix: extract.Mix = None  # type: ignore[assignment]  # set once done, or an error
         self._error: BaseException | None = None
-        self._thread = None
-        if separator is not None:
-            self._thread = threading.Thread(
-                target=self._run, args=(info, separator.samplerate), name="read-ahead", daemon=True
-            )
-            self._thread.start()
+        self._thread = threading.Thread(
+            target=self._run, args=(info, separator.samplerate), name="read-ahead", daemon=True
+        )
+        self._thread.start()
 
     def _run(self, info: media.MediaInfo, rate: int) -> None:
         def check(fraction: float, message: str) -> None:
@@ -392,8 +389,6 @@ class ReadAhead:
             self._done.set()
 
     def result(self, progress: Progress | None = None) -> extract.Mix:
-        if self._thread is None:
-            raise RuntimeError("ReadAhead.result without a separator")
         report = progress or (lambda fraction, message: None)
         while not self._done.wait(self.POLL):
             report(*self._progress)
@@ -404,8 +399,7 @@ class ReadAhead:
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
 
 
 class _Stopped(Exception):

@@ -461,16 +461,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _stop_servers()  # a run stopped early (-x, Ctrl-C) left its group unfinished
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
-    """``python app.py`` on the tiny random-weight models (app_server.py)."""
+def _plain_app(name: str, factory: pytest.TempPathFactory, checkpoint: Path) -> RunningApp:
+    """``python app.py`` on ``checkpoint`` and the tiny Demucs (app_server.py), one per run."""
     from app_server import app_env, start_app
 
     def start():
-        home = tmp_path_factory.mktemp("app")
-        return start_app(app_env(tmp_path_factory, checkpoint, home), home)
+        home = factory.mktemp(name)
+        return start_app(app_env(factory, checkpoint, home), home)
 
-    return _server("app", start)
+    return _server(name, start)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path):
+    """``python app.py`` on the tiny random-weight models."""
+    return _plain_app("app", tmp_path_factory, checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -503,10 +508,4 @@ def app_without_models(tmp_path_factory: pytest.TempPathFactory, checkpoint: Pat
 @pytest.fixture(scope="module")
 def learned_app(tmp_path_factory: pytest.TempPathFactory, learned_checkpoint: Path):
     """An app with the learned fixture model: what it picks in the planted VOD means something."""
-    from app_server import app_env, start_app
-
-    def start():
-        home = tmp_path_factory.mktemp("learned-app")
-        return start_app(app_env(tmp_path_factory, learned_checkpoint, home), home)
-
-    return _server("learned_app", start)
+    return _plain_app("learned_app", tmp_path_factory, learned_checkpoint)

@@ -152,8 +152,9 @@ def test_a_bags_stems_equal_torchs_with_the_other_sources_summed_first(
     mix = MIX + 0.05
     reference = separate_all(tiny_bag, mix, 30_000)
     stream = stems.separate_stream(
-        tiny_bag, [mix], total_samples=mix.shape[-1], mean=0.0, std=1.0, runtime="openvino"
-    )
+        tiny_bag, [mix], total_samples=mix.shape[-1], mean=0.0, std=1.0, runtime="openvino",
+        workers=2, batch_size=2,
+    )  # fmt: skip
     assert stream._paired is paired
     ours = separate_all(tiny_bag, mix, 30_000, precision="fp32", runtime="openvino", workers=2,
                         batch_size=2)  # fmt: skip
